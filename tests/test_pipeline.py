@@ -1,0 +1,91 @@
+"""The whole pipeline on tiny models: every stage, report.json's contract, reuse and invalidation."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import polars as pl
+import pytest
+import yaml
+
+from distill.pipeline import Run, run_pipeline
+from distill.recipe import recipe_from_dict
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_recipe(model: Path, run_dir: Path, sample_engine: str = "transformers") -> dict:
+    m = str(model)
+    return {
+        "name": "tiny",
+        "run_dir": str(run_dir),
+        "threads": 1,
+        "prompts": {"n_train": 6, "n_eval": 3},
+        "teacher": {
+            "model": m,
+            "cold_start": {"n_examples": 8, "lora": {"r": 4, "alpha": 8}, "training_args": {"max_steps": 1, "per_device_train_batch_size": 4, "max_length": 128}},
+            "grpo": {"lora": {"r": 4, "alpha": 8}, "training_args": {"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 12}},
+        },
+        "sampling": {"engine": sample_engine, "n": 2, "max_tokens": 24, "shard_size": 4, "vllm": {"max_model_len": 512, "kv_cache_space_gb": 1, "dtype": "float32"}},
+        # a random model writes noise: keep it anyway so every later stage has rows to work on
+        "curate": {"require_think": False, "reject_truncated": False, "reject_incorrect": False, "min_target_lang_share": 0.0, "wrong_language_share": 0.0, "max_lang_switches": None},
+        "merge": {"non_reasoning": [{"path": str(REPO / "data" / "non_reasoning.jsonl")}]},
+        "students": [{"name": "tiny-student", "model": m, "lora": {"r": 4, "alpha": 8}, "training_args": {"max_steps": 1, "per_device_train_batch_size": 4, "max_length": 128}}],
+        "eval": {"engine": "transformers", "k": 2, "max_tokens": 16},
+    }
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end_reuse_and_invalidation(tiny_llama, tmp_path):
+    run_dir = tmp_path / "run"
+    recipe = recipe_from_dict(tiny_recipe(tiny_llama, run_dir))
+    m = run_pipeline(Run(recipe))
+    assert not any(x.get("cached") for x in m.values())
+
+    report = json.loads((run_dir / "report.json").read_text())
+    for stage in ("prompts", "teacher", "sample", "verify", "curate", "merge", "sft:tiny-student", "eval"):
+        s = report["stages"][stage]
+        assert set(s) >= {"rows_in", "rows_out", "seconds"}
+    assert report["stages"]["sample"]["rows_out"] == 6 * 2
+    assert len(report["teacher"]["reward_curve"]) == 2
+    assert isinstance(report["reject_reasons"], dict)
+    for key in ("teacher", "student_before", "student_after"):
+        assert set(report["eval"][key]) >= {"pass@1", "n_prompts", "k"}
+        assert report["eval"][key]["n_prompts"] == 3 and report["eval"][key]["k"] == 2
+
+    # what lands in the run directory
+    assert (run_dir / "teacher" / "model" / "model.safetensors").is_file()
+    assert pl.read_parquet(run_dir / "traces").height == 12
+    assert (run_dir / "curated" / "kept.parquet").is_file() and (run_dir / "curated" / "rejected.parquet").is_file()
+    assert len(datasets.load_dataset("parquet", data_files=str(run_dir / "sft_data" / "train.parquet"), split="train")) > 0
+    assert (run_dir / "students" / "tiny-student" / "model" / "model.safetensors").is_file()
+    assert (run_dir / "report.md").read_text().startswith("# r1-distill run")
+
+    # a second run reuses every stage
+    again = run_pipeline(Run(recipe))
+    assert all(x.get("cached") for k, x in again.items() if k != "report")
+
+    # a changed sampling setting reruns sampling and what follows, nothing before it
+    changed = recipe_from_dict(tiny_recipe(tiny_llama, run_dir), overrides=["sampling.temperature=0.9"])
+    third = run_pipeline(Run(changed))
+    assert third["prompts"]["cached"] and third["teacher"]["cached"]
+    assert not any(third[k]["cached"] for k in ("sample", "verify", "curate", "merge", "sft:tiny-student", "eval"))
+
+
+@pytest.mark.slow
+def test_cli_run_through_prefect_with_vllm_sampling(tiny_llama, tmp_path):
+    """`distill run` as a user runs it: a Prefect flow, vLLM for the sampling stage."""
+    run_dir = tmp_path / "run"
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_recipe(tiny_llama, run_dir, sample_engine="vllm")))
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "OMP_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-m", "distill.cli", "run", "--config", str(cfg), "eval.k=1"],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-4000:]
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["generation"]["engine"].startswith("vllm")
+    assert report["eval"]["student_after"]["k"] == 1
+    assert "Flow run" in out.stderr or "flow run" in out.stderr.lower()

@@ -1,0 +1,72 @@
+from pathlib import Path
+
+import pytest
+
+from distill.recipe import Recipe, RecipeError, load_recipe, recipe_from_dict
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+
+
+def test_recipes_exist():
+    names = {p.stem for p in RECIPES}
+    assert len(RECIPES) >= 3 and "demo" in names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_every_recipe_loads(path):
+    recipe = load_recipe(path)
+    assert isinstance(recipe, Recipe)
+    assert recipe.students and recipe.name
+
+
+def test_unknown_field_names_field_and_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nsampling:\n  temprature: 0.5\n")
+    with pytest.raises(RecipeError) as e:
+        load_recipe(bad)
+    assert "sampling.temprature" in str(e.value) and str(bad) in str(e.value)
+
+
+def test_bad_value_names_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nsampling:\n  n: 0\n")
+    with pytest.raises(RecipeError, match=r"sampling\.n"):
+        load_recipe(bad)
+
+
+def test_unknown_trl_argument_is_rejected():
+    with pytest.raises(RecipeError, match=r"students\.0\.training_args.*learning_rat"):
+        recipe_from_dict({"name": "x", "students": [{"name": "s", "training_args": {"learning_rat": 1e-4}}]})
+    with pytest.raises(RecipeError, match=r"teacher\.grpo\.training_args.*num_generatoins"):
+        recipe_from_dict({"name": "x", "teacher": {"grpo": {"training_args": {"num_generatoins": 4}}}})
+
+
+def test_overrides_are_typed_and_nested(tmp_path):
+    r = recipe_from_dict({"name": "x", "students": [{"name": "s"}]}, overrides=["sampling.n=8", "sampling.temperature=0.9", "teacher.enabled=false", "students.0.name=s2"])
+    assert r.sampling.n == 8 and r.sampling.temperature == 0.9 and r.teacher.enabled is False
+    assert r.students[0].name == "s2"
+    with pytest.raises(RecipeError, match="key=value"):
+        recipe_from_dict({"name": "x"}, overrides=["sampling.n"])
+    with pytest.raises(RecipeError, match="sampling.engine"):
+        recipe_from_dict({"name": "x"}, overrides=["sampling.engine=sglang-turbo"])
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(RecipeError, match="not found"):
+        load_recipe(tmp_path / "nope.yaml")
+    p = tmp_path / "broken.yaml"
+    p.write_text("name: [unclosed\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(p)
+
+
+def test_section_hash_tracks_only_its_section():
+    a = recipe_from_dict({"name": "x"})
+    b = recipe_from_dict({"name": "x"}, overrides=["sampling.n=8"])
+    assert a.section_hash("prompts") == b.section_hash("prompts")
+    assert a.section_hash("sampling") != b.section_hash("sampling")
+
+
+def test_duplicate_student_names_rejected():
+    with pytest.raises(RecipeError, match="duplicate student"):
+        recipe_from_dict({"name": "x", "students": [{"name": "a"}, {"name": "a"}]})
