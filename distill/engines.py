@@ -39,6 +39,7 @@ class Completion:
     text: str
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
     completion_tokens: int
+    token_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -132,8 +133,15 @@ class VLLMEngine:
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=i) for i in ids], sp, use_tqdm=False)
         results = []
         for req, prompt_ids, out in zip(requests, ids, outs):
+            # decode ourselves, as the transformers engine does: vLLM's incremental detokenizer can
+            # hold back a trailing partial UTF-8 character, and both engines must give the same text
             comps = [
-                Completion(c.text, "length" if c.finish_reason == "length" else "stop", len(c.token_ids))
+                Completion(
+                    self.tokenizer.decode(c.token_ids, skip_special_tokens=True),
+                    "length" if c.finish_reason == "length" else "stop",
+                    len(c.token_ids),
+                    list(c.token_ids),
+                )
                 for c in sorted(out.outputs, key=lambda c: c.index)
             ]
             results.append(Result(req.request_id, len(prompt_ids), comps))
@@ -213,7 +221,8 @@ class TransformersEngine:
                     cut = next((i for i, t in enumerate(seq) if t in eos), None)
                     toks = seq if cut is None else seq[:cut]
                     finish = "stop" if cut is not None else "length"
-                    comps.append(Completion(self.tokenizer.decode(toks, skip_special_tokens=True), finish, len(toks) + (cut is not None)))
+                    ids_out = seq if cut is None else seq[: cut + 1]  # keep EOS, as vLLM reports it
+                    comps.append(Completion(self.tokenizer.decode(toks, skip_special_tokens=True), finish, len(ids_out), ids_out))
                 results.append(Result(requests[start + j].request_id, len(prompt_ids), comps))
         return results
 

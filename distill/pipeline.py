@@ -30,7 +30,8 @@ STARTED = "_started.json"
 class Run:
     def __init__(self, recipe: Recipe, run_dir: str | Path | None = None):
         self.recipe = recipe
-        self.dir = Path(run_dir) if run_dir else recipe.resolved_run_dir()
+        # absolute, so manifests and Prefect results name the same files from any working directory
+        self.dir = (Path(run_dir) if run_dir else recipe.resolved_run_dir()).resolve()
 
     def stage(self, name: str, subdir: str, settings: Any, inputs: list[dict], body: Callable[[Path], dict]) -> dict:
         """Run `body(stage_dir)` unless a manifest with the same fingerprint exists; write the manifest."""

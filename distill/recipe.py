@@ -125,7 +125,7 @@ class VLLMSettings(Section):
     max_model_len: int | None = None
     dtype: str = "auto"
     enforce_eager: bool = False
-    kv_cache_space_gb: float | None = None  # CPU only (VLLM_CPU_KVCACHE_SPACE)
+    kv_cache_space_gb: int | None = Field(None, ge=1)  # CPU only (VLLM_CPU_KVCACHE_SPACE, whole GiB)
     max_num_seqs: int | None = None
 
 

@@ -20,7 +20,7 @@ def _as_task(name: str, fn, *args) -> dict:
     return task(fn, name=name, cache_policy=NO_CACHE, persist_result=False)(*args)
 
 
-@flow(name="r1-distill")
+@flow(name="r1-distill", persist_result=False)
 def distill_pipeline(recipe: Recipe, run_dir: str | None = None, only: str | None = None) -> dict:
     """The whole pipeline (or up to the stage `only`) for one validated recipe."""
     run = Run(recipe, run_dir)

@@ -13,6 +13,7 @@ import yaml
 
 from distill.pipeline import Run, run_pipeline
 from distill.recipe import recipe_from_dict
+from distill.storage import read_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +59,7 @@ def test_pipeline_end_to_end_reuse_and_invalidation(tiny_llama, tmp_path):
 
     # what lands in the run directory
     assert (run_dir / "teacher" / "model" / "model.safetensors").is_file()
-    assert pl.read_parquet(run_dir / "traces").height == 12
+    assert read_table(run_dir / "traces").height == 12
     assert (run_dir / "curated" / "kept.parquet").is_file() and (run_dir / "curated" / "rejected.parquet").is_file()
     assert len(datasets.load_dataset("parquet", data_files=str(run_dir / "sft_data" / "train.parquet"), split="train")) > 0
     assert (run_dir / "students" / "tiny-student" / "model" / "model.safetensors").is_file()

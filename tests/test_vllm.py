@@ -21,6 +21,7 @@ def test_vllm_greedy_matches_transformers(tiny_llama):
         engine.close()
     for a, b in zip(hf, vl):
         assert a.request_id == b.request_id and a.prompt_tokens == b.prompt_tokens
+        assert a.completions[0].token_ids == b.completions[0].token_ids
         assert a.completions[0].text == b.completions[0].text
         assert a.completions[0].finish_reason == b.completions[0].finish_reason
     assert len(sampled[0].completions) == 3
