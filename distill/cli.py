@@ -2,7 +2,7 @@
 
     distill run --config recipes/demo.yaml [key=value ...]
     distill teacher --config recipes/demo.yaml sampling.n=8      # one stage (and what it needs)
-    distill verify --input traces.jsonl --output verified.parquet
+    distill verify --input traces.jsonl --output verified.parquet [--verifier code|math+judge ...]
     distill curate --input verified.parquet --output-dir curated/
 """
 
@@ -47,7 +47,11 @@ def _parser() -> argparse.ArgumentParser:
         if stage == "verify":
             sp.add_argument("--input", help="JSONL or parquet of completions (file mode: no recipe needed)")
             sp.add_argument("--output", help="parquet to write, with `correct` and `verify_reason` added")
-            sp.add_argument("--verifier", default="math")
+            sp.add_argument("--verifier", choices=("math", "code", "judge", "math+judge"),
+                            help="default: the recipe's verify.verifier (with --config), else math")
+            sp.add_argument("--workers", type=int, help="processes for the rule verifiers (math, code)")
+            sp.add_argument("--judge-model", help="judge model for judge and math+judge (verify.judge.model)")
+            sp.add_argument("--judge-engine", choices=("vllm", "openai", "transformers"))
         if stage == "curate":
             sp.add_argument("--input", help="JSONL or parquet of traces (file mode: no recipe needed)")
             sp.add_argument("--output-dir", help="directory for kept.parquet, rejected.parquet, funnel.json")
@@ -91,9 +95,21 @@ def _dispatch(args) -> int:
     if args.command == "verify" and args.input:
         if not args.output:
             raise ValueError("--output is required with --input")
-        from distill.verify import verify_file
+        from distill.recipe import VerifyConfig
+        from distill.storage import read_table, write_parquet
+        from distill.verify import verdict_counts, verify_with_config
 
-        print(json.dumps(verify_file(args.input, args.output, verifier=args.verifier), indent=2))
+        # the recipe's verify section when --config is given; flags override it
+        cfg = _load(args).verify.model_dump() if args.config else {}
+        for key, value in {"verifier": args.verifier, "workers": args.workers}.items():
+            if value is not None:
+                cfg[key] = value
+        for key, value in {"model": args.judge_model, "engine": args.judge_engine}.items():
+            if value is not None:
+                cfg.setdefault("judge", {})[key] = value
+        df, stats = verify_with_config(read_table(args.input), VerifyConfig.model_validate(cfg))
+        write_parquet(df, Path(args.output))
+        print(json.dumps({**verdict_counts(df), **stats}, indent=2))
         return 0
     if args.command == "curate" and args.input:
         if not args.output_dir:

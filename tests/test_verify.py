@@ -1,4 +1,4 @@
-"""distill.verify: the shared verifier registry and the math verifier (fast; no models)."""
+"""distill.verify: the shared verifier registry, the math and code verifiers, tables (fast; no models)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,23 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from distill.sandbox import Limits
 from distill.verify import (
+    FACTORIES,
     VERIFIERS,
+    CodeVerifier,
     Verdict,
+    extract_code,
     extract_final_answer,
     get_verifier,
+    make_code_verifier,
+    outputs_match,
+    parse_code_tests,
     register,
     verify_file,
     verify_math,
     verify_table,
+    verify_table_with_stats,
 )
 
 CASES = [
@@ -38,6 +46,46 @@ def test_case_file_is_complete():
 def test_math_verify_regression_cases(case):
     verdict = verify_math(case["completion"], case["answer"])
     assert verdict.correct == case["expected"], verdict
+
+
+# Our own hand-written equivalence cases with traps (E001-E063 written first; E064-E093, "held-out", written
+# after the verifier was tuned on the first batch). `expected` null: unverifiable (never correct).
+EQUIVALENCE = [
+    json.loads(line)
+    for line in (Path(__file__).parent / "data" / "equivalence_cases.jsonl").read_text().splitlines()
+    if line.strip()
+]
+# Where the verifier and the expectation still disagree (kept in the file, not bent to match):
+KNOWN_WRONG = {
+    "E065": "math-verify compares at 6 decimal places: 0.3333333 counts as 1/3",
+    "E071": "a compound inequality is not read as the interval it describes",
+}
+
+
+def test_equivalence_case_file():
+    assert len(EQUIVALENCE) >= 50 and len({c["id"] for c in EQUIVALENCE}) == len(EQUIVALENCE)
+    assert {c["expected"] for c in EQUIVALENCE} == {True, False, None}
+
+
+@pytest.mark.parametrize("case", EQUIVALENCE, ids=[c["id"] for c in EQUIVALENCE])
+def test_equivalence_cases(case):
+    if case["id"] in KNOWN_WRONG:
+        pytest.xfail(KNOWN_WRONG[case["id"]])
+    verdict = verify_math(case["completion"], case["answer"])
+    assert verdict.correct == case["expected"], (case["trap"], verdict)
+
+
+def test_equivalence_accuracy(capsys):
+    got = [(c, verify_math(c["completion"], c["answer"]).correct) for c in EQUIVALENCE]
+    wrong = sorted(c["id"] for c, v in got if v != c["expected"])
+    held = [(c, v) for c, v in got if c.get("batch") == "held-out"]
+    with capsys.disabled():
+        print(
+            f"\nmath verifier on {len(got)} hand-written equivalence cases: {len(got) - len(wrong)}/{len(got)} "
+            f"({(len(got) - len(wrong)) / len(got):.1%}); held-out batch {sum(v == c['expected'] for c, v in held)}/{len(held)}; "
+            f"wrong: {', '.join(wrong) or 'none'}"
+        )
+    assert wrong == sorted(KNOWN_WRONG)
 
 
 # --- final answer extraction -------------------------------------------------------------------------------
@@ -142,10 +190,19 @@ def test_verify_math_from_worker_threads():
 def test_registry():
     assert get_verifier("math") is verify_math
     assert VERIFIERS["math"] is verify_math
-    with pytest.raises(ValueError, match=r"unknown verifier 'nope'.*math"):
+    with pytest.raises(ValueError, match=r"unknown verifier 'nope'.*code.*judge.*math"):
         get_verifier("nope")
     with pytest.raises(ValueError, match="already registered"):
         register("math")(lambda completion, reference: Verdict(None, "x"))
+    with pytest.raises(ValueError, match="takes no options"):
+        get_verifier("math", engine=None)
+    # factories: options build a new verifier; resources they need are required
+    assert {"code", "judge", "math+judge"} <= set(FACTORIES)
+    assert isinstance(get_verifier("code"), CodeVerifier)
+    custom = get_verifier("code", limits=Limits(wall_s=1.0), max_tests=2)
+    assert custom is not get_verifier("code") and custom.sandbox.limits.wall_s == 1.0 and custom.max_tests == 2
+    with pytest.raises(ValueError, match="'judge'.*engine"):
+        get_verifier("judge")
 
 
 # --- tables and files --------------------------------------------------------------------------------------
@@ -214,3 +271,119 @@ def test_verify_file_roundtrip(tmp_path):
     again = tmp_path / "again.parquet"
     assert verify_file(dst, again) == counts
     assert pl.read_parquet(again).equals(out)
+
+
+def test_verify_table_in_a_process_pool_matches_serial():
+    df = pl.DataFrame({"completion": [c["completion"] for c in CASES], "answer": [c["answer"] for c in CASES]})
+    serial, stats = verify_table_with_stats(df)
+    assert stats == {}
+    assert verify_table(df, workers=2).equals(serial)
+
+
+# --- the code verifier -------------------------------------------------------------------------------------
+
+ADD = "<think>\nRead two ints, print the sum.\n</think>\nHere is my solution:\n```python\na, b = map(int, input().split())\nprint(a + b)\n```\n"
+TESTS = json.dumps([{"input": "1 2\n", "output": "3\n"}, {"input": "-5 5", "output": "0"}])
+
+
+def _code(body: str, lang: str = "python") -> str:
+    return f"<think>\nplan\n</think>\n```{lang}\n{body}\n```"
+
+
+@pytest.mark.parametrize(
+    "completion, expected",
+    [
+        (ADD, "a, b = map(int, input().split())\nprint(a + b)\n"),
+        ("</think>\n```py\nprint(1)\n```\nthen\n```python3 title=x\nprint(2)\n```", "print(2)\n"),  # the last block
+        ("</think>\n```\nprint(3)\n```", "print(3)\n"),  # no language: taken as Python
+        ("</think>\n```python\nprint(1)\n```\n```text\n1\n```", "print(1)\n"),  # other languages skipped
+        ("<think>\n```python\nprint(1)\n```\n</think>\nNo code.", None),  # a block inside think does not count
+        ("</think>\n```cpp\nint main(){}\n```", None),
+        ("</think>\n```python\nprint(1)\n", None),  # unclosed fence (truncated)
+        ("</think>\n```python\n\n```", None),
+        ("", None),
+    ],
+)
+def test_extract_code(completion, expected):
+    assert extract_code(completion) == expected
+
+
+@pytest.mark.parametrize(
+    "reference, expected",
+    [
+        (TESTS, [("1 2\n", "3\n"), ("-5 5", "0")]),
+        ('{"tests": [{"input": "x", "output": "y"}]}', [("x", "y")]),
+        ('[{"output": "hi"}]', [("", "hi")]),  # no input: empty stdin
+        ('{"inputs": ["1\\n", "2\\n"], "outputs": ["2\\n", "4\\n"]}', [("1\n", "2\n"), ("2\n", "4\n")]),  # APPS/TACO
+        ('{"inputs": ["1"], "outputs": []}', None),
+        ('{"fn_name": "solve", "inputs": [[1]], "outputs": [2]}', None),  # call-based tests: not supported
+        ('[{"input": 1, "output": 2}]', None),
+        ("[]", None),
+        ("42", None),
+        ("not json", None),
+    ],
+)
+def test_parse_code_tests(reference, expected):
+    assert parse_code_tests(reference) == expected
+
+
+def test_outputs_match():
+    assert outputs_match("3\n", "3")
+    assert outputs_match("1 2  \n3\n\n\n", "\n1 2\n3")
+    assert outputs_match("a\r\nb\r\n", "a\nb\n")
+    assert not outputs_match("1  2", "1 2")  # spacing inside a line matters
+    assert not outputs_match("3\n4", "3")
+    assert not outputs_match("", "0")
+
+
+FAST = Limits(wall_s=2.0, cpu_s=1, memory_mb=256, nproc=16)
+
+
+@pytest.mark.parametrize(
+    "completion, reference, correct, reason",
+    [
+        (ADD, TESTS, True, "correct"),
+        (_code("print(sum(map(int, input().split())) + 1)"), TESTS, False, "incorrect"),
+        (_code("a, b = map(int, input().split())\nprint(a + b)\nprint('debug')"), TESTS, False, "incorrect"),
+        (_code("raise SystemExit(1)"), TESTS, False, "runtime_error"),
+        (_code("print(1/0)"), TESTS, False, "runtime_error"),
+        (_code("while True:\n    pass"), TESTS, False, "timeout"),
+        (_code("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)"), TESTS, False, "output_limit"),
+        ("</think>The sum is a + b.", TESTS, None, "no_code"),
+        (ADD, None, None, "no_reference"),
+        (ADD, " ", None, "no_reference"),
+        (ADD, "print the sum", None, "unparseable_reference"),
+        (ADD, '{"fn_name": "f", "inputs": [], "outputs": []}', None, "unparseable_reference"),
+    ],
+)
+def test_verify_code(completion, reference, correct, reason):
+    assert make_code_verifier(limits=FAST)(completion, reference) == Verdict(correct, reason)
+
+
+def test_verify_code_stops_at_the_first_failing_test_and_caps_tests():
+    tests = json.dumps([{"input": "1 1", "output": "3"}] + [{"input": "1 1", "output": "2"}] * 3)
+    assert make_code_verifier(limits=FAST)(ADD, tests) == Verdict(False, "incorrect")
+    assert make_code_verifier(limits=FAST, max_tests=1)(ADD, json.dumps([{"input": "1 1", "output": "2"}, {"input": "1 1", "output": "9"}])) == Verdict(True, "correct")
+
+
+def test_verify_code_without_a_usable_sandbox_is_unverifiable():
+    broken = make_code_verifier(isolation="none", python="/nonexistent/python3")
+    verdict = broken(ADD, TESTS)
+    assert verdict.correct is None and verdict.reason.startswith("error: SandboxError")
+
+
+def test_verify_table_code_in_a_pool_records_the_sandbox(tmp_path):
+    rows = [
+        {"id": "ok", "completion": ADD, "answer": TESTS},
+        {"id": "wrong", "completion": _code("print(0)"), "answer": TESTS},
+        {"id": "none", "completion": "no code here", "answer": TESTS},
+        {"id": "crash", "completion": _code("import os\nos.kill(os.getppid(), 9)"), "answer": TESTS},
+    ]
+    src = tmp_path / "code.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    counts = verify_file(src, tmp_path / "out.parquet", verifier="code", workers=2)
+    out = pl.read_parquet(tmp_path / "out.parquet")
+    assert out["verify_reason"].to_list() == ["correct", "incorrect", "no_code", "runtime_error"]
+    assert counts["correct"] == 1 and counts["incorrect"] == 2 and counts["unverifiable"] == 1
+    sandbox = counts["sandbox"]
+    assert sandbox["isolation"] in ("bwrap", "unshare", "none") and isinstance(sandbox["missing"], list)
