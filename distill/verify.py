@@ -629,10 +629,10 @@ def verify_with_config(df: pl.DataFrame, cfg: Any, engine: Any = None) -> tuple[
             from distill.engines import make_engine
             from distill.models import resolve_model
 
+            http = {"openai_settings": j.openai} if j.engine == "openai" else {}
             engine = owned = make_engine(
-                j.engine, resolve_model(j.model), seed=j.seed, chat_template=j.chat_template,
-                vllm_settings=j.vllm, openai_settings=j.openai,
-            )  # fmt: skip
+                j.engine, resolve_model(j.model), seed=j.seed, chat_template=j.chat_template, vllm_settings=j.vllm, **http
+            )
         options = {"engine": engine, "max_tokens": j.max_tokens}
         if cfg.verifier == "math+judge":
             options.update(check_fraction=j.check_fraction, seed=j.seed)
