@@ -5,7 +5,7 @@ fingerprint is a hash of its recipe section and its inputs' fingerprints, so a r
 stages, and a changed setting reruns that stage and everything downstream of it, nothing upstream.
 Prefect (`flows/`) only calls these functions; the CLI calls them the same way.
 
-    prompts ─▶ teacher ─▶ sample ─▶ verify ─▶ curate ─▶ merge ─▶ sft (per student) ─▶ eval ─▶ report
+    prompts ─▶ teacher ─▶ sample ─▶ verify ─▶ curate ─▶ select ─▶ merge ─▶ sft (per student) ─▶ eval ─▶ report
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from distill.storage import file_sha256, fingerprint, is_done, read_json, read_t
 
 log = logging.getLogger(__name__)
 
-STAGES = ("prompts", "teacher", "sample", "verify", "curate", "merge", "sft", "eval", "report")
+STAGES = ("prompts", "teacher", "sample", "verify", "curate", "select", "merge", "sft", "eval", "report")
 STARTED = "_started.json"
 
 
@@ -101,23 +101,75 @@ def _engine_factory(kind: str, model: str, seed: int, chat_template: str | None,
     return lambda: make_engine(kind, model, seed=seed, chat_template=chat_template, vllm_settings=vllm_settings)
 
 
+def _sampling_fingerprint(run: Run) -> dict:
+    """What decides which samples exist: not the engine, its transport or prices (switching from vLLM to a
+    server mid-run keeps what was generated: ids do not depend on the engine), not keep_k/strategy unless
+    adaptive sampling reads them. A changed fingerprint clears the traces directory (Run.stage)."""
+    cfg = run.recipe.sampling
+    adaptive = cfg.rejection.adaptive.enabled
+    data = cfg.model_dump(mode="json", exclude={"engine", "vllm", "openai", "cost", "rejection"})
+    data["adaptive"] = cfg.rejection.adaptive.model_dump(mode="json") | ({"keep_k": cfg.rejection.keep_k} if adaptive else {})
+    if adaptive:  # rounds follow the verdicts
+        data["verify"] = run.recipe.section_hash("verify")
+    return data
+
+
+def _gpus(cfg) -> int:
+    if cfg.cost.gpus is not None:
+        return cfg.cost.gpus
+    if cfg.engine == "vllm":
+        v = cfg.vllm
+        return v.tensor_parallel_size * v.pipeline_parallel_size * v.data_parallel_size
+    return 1 if cfg.engine == "transformers" else 0  # a hosted API is priced per token
+
+
 def sample_stage(run: Run, prompts_m: dict, teacher_m: dict) -> dict:
-    from distill.engines import SamplingParams
-    from distill.sample import generate_traces
+    from functools import partial
+
+    from distill.engines import SamplingParams, make_engine
+    from distill.sample import SharedEngine, accounting, generate_adaptive, generate_traces, generate_traces_parallel
 
     cfg = run.recipe.sampling
 
     def body(d: Path) -> dict:
         prompts = pl.read_parquet(run.dir / "prompts" / "train.parquet")
         params = SamplingParams(cfg.n, cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.seed)
-        stats = generate_traces(
-            prompts, d, model_label=_model_label("teacher", teacher_m), params=params,
-            engine_factory=_engine_factory(cfg.engine, teacher_m["model"], cfg.seed, cfg.chat_template, cfg.vllm),
-            shard_size=cfg.shard_size, system_prompt=run.recipe.prompts.system_prompt,
+        factory = partial(  # picklable: data-parallel workers build their own engine from it
+            make_engine, cfg.engine, teacher_m["model"], seed=cfg.seed, chat_template=cfg.chat_template,
+            vllm_settings=cfg.vllm, openai_settings=cfg.openai,
         )
-        return {"rows_in": prompts.height, "rows_out": stats["rows"], "generation": stats}
+        common = dict(
+            model_label=_model_label("teacher", teacher_m), shard_size=cfg.shard_size,
+            system_prompt=run.recipe.prompts.system_prompt, id_context={"chat_template": cfg.chat_template},
+        )
+        dp = cfg.vllm.data_parallel_size if cfg.engine == "vllm" else 1
+        shared = None
+        if dp > 1:
+            tp_pp = cfg.vllm.tensor_parallel_size * cfg.vllm.pipeline_parallel_size
+            one_pass = partial(generate_traces_parallel, workers=dp, devices_per_worker=tp_pp, engine_factory=factory, **common)
+        else:
+            shared = SharedEngine(factory)  # one engine start for all adaptive rounds
+            one_pass = partial(generate_traces, engine_factory=shared, **common)
+        try:
+            if cfg.rejection.adaptive.enabled:
+                from distill.verify import verify_with_config
 
-    return run.stage("sample", "traces", run.recipe.section_hash("sampling"), [prompts_m, teacher_m], body)
+                # the verify stage's own verifier and settings: rounds are planned on the same verdicts
+                stats = generate_adaptive(
+                    prompts, d, params=params, generate=one_pass, verify=lambda df: verify_with_config(df, run.recipe.verify)[0],
+                    adaptive=cfg.rejection.adaptive, keep_k=cfg.rejection.keep_k,
+                )
+            else:
+                stats = one_pass(prompts, d, params=params)
+        finally:
+            if shared is not None:
+                shared.shutdown()
+        files = stats.pop("files")
+        correct = stats.get("adaptive", {}).get("correct_samples")
+        stats |= accounting(d, gpus=_gpus(cfg), cost=cfg.cost, samples=stats["rows"], correct=correct)
+        return {"rows_in": prompts.height, "rows_out": stats["rows"], "generation": stats, "files": files}
+
+    return run.stage("sample", "traces", _sampling_fingerprint(run), [prompts_m, teacher_m], body)
 
 
 def verify_stage(run: Run, sample_m: dict) -> dict:
@@ -153,18 +205,55 @@ def curate_stage(run: Run, verify_m: dict) -> dict:
     return run.stage("curate", "curated", run.recipe.section_hash("curate"), [verify_m], body)
 
 
-def merge_stage(run: Run, curate_m: dict) -> dict:
+def select_stage(run: Run, verify_m: dict, curate_m: dict) -> dict:
+    """The rejection policy after curation: per-prompt pass rates and difficulty, up to k accepted samples
+    per prompt, and the prompts without one listed for a later round (distill.rejection)."""
+    from distill.rejection import LEVELS, pass_rates, select_per_prompt, unsolved_prompts
+
+    rej = run.recipe.sampling.rejection
+
+    def body(d: Path) -> dict:
+        verified = pl.read_parquet(run.dir / "verified" / "traces.parquet")
+        kept = pl.read_parquet(run.dir / "curated" / "kept.parquet")
+        rates = pass_rates(verified)
+        selected, over = select_per_prompt(kept, rej.keep_k, rej.strategy)
+        selected = selected.join(rates.select("prompt_id", "pass_rate", "difficulty", "level"), on="prompt_id", how="left", maintain_order="left")
+        unsolved = unsolved_prompts(verified, selected)
+        files = {
+            "kept.parquet": write_parquet(selected, d / "kept.parquet"),
+            "rejected.parquet": write_parquet(over, d / "rejected.parquet"),
+            "pass_rates.parquet": write_parquet(rates, d / "pass_rates.parquet"),
+            "unsolved.parquet": write_parquet(unsolved, d / "unsolved.parquet"),
+        }
+        levels = dict(rates.group_by("level").len().iter_rows())
+        summary = {
+            "keep_k": rej.keep_k,
+            "strategy": rej.strategy,
+            "prompts": rates.height,
+            "levels": {lv: int(levels.get(lv, 0)) for lv in LEVELS},
+            "mean_pass_rate": round(float(rates["pass_rate"].mean()), 4) if rates["pass_rate"].drop_nulls().len() else None,
+            "prompts_with_accepted_sample": selected["prompt_id"].n_unique() if selected.height else 0,
+            "unsolved": dict(sorted(unsolved.group_by("reason").len().iter_rows())) if unsolved.height else {},
+            "dropped_over_k": over.height,
+        }
+        return {"rows_in": kept.height, "rows_out": selected.height, "files": files, "selection": summary}
+
+    settings = {"keep_k": rej.keep_k, "strategy": rej.strategy}
+    return run.stage("select", "selected", settings, [verify_m, curate_m], body)
+
+
+def merge_stage(run: Run, select_m: dict) -> dict:
     from distill.merge import merge, write_hf_dataset
 
     def body(d: Path) -> dict:
-        kept = pl.read_parquet(run.dir / "curated" / "kept.parquet")
+        kept = pl.read_parquet(run.dir / "selected" / "kept.parquet")
         df, mix = merge(kept, run.recipe.merge, run.recipe.prompts.system_prompt)
         files = {"train.parquet": write_parquet(df, d / "train.parquet")}
         write_hf_dataset(df, d / "hf")
         return {"rows_in": kept.height, "rows_out": df.height, "files": files, "mix": mix}
 
     settings = {"merge": run.recipe.section_hash("merge"), "system": run.recipe.prompts.system_prompt}
-    return run.stage("merge", "sft_data", settings, [curate_m], body)
+    return run.stage("merge", "sft_data", settings, [select_m], body)
 
 
 def sft_stage(run: Run, merge_m: dict, student_name: str) -> dict:
@@ -258,7 +347,9 @@ def run_pipeline(run: Run, only: str | None = None, call: Call = _direct) -> dic
         return m
     if step("curate", curate_stage, m["verify"]):
         return m
-    if step("merge", merge_stage, m["curate"]):
+    if step("select", select_stage, m["verify"], m["curate"]):
+        return m
+    if step("merge", merge_stage, m["select"]):
         return m
     for s in run.recipe.students:
         m[f"sft:{s.name}"] = call(f"sft:{s.name}", sft_stage, run, m["merge"], s.name)

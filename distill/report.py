@@ -86,8 +86,9 @@ def render_markdown(report: dict) -> str:
         lines.append(f"- engine: {g.get('engine')}; {g.get('total_completion_tokens', g.get('completion_tokens'))} tokens generated "
                      f"({g.get('tokens_per_second')} tok/s this pass), engine time {g.get('total_engine_seconds', g.get('engine_seconds'))} s "
                      f"+ {g.get('total_engine_start_seconds', g.get('engine_start_seconds'))} s starting")
+        each = g.get("cost_per_accepted_sample_usd")
         lines.append(f"- {g.get('gpu_hours')} GPU-hours ({g.get('gpus')} GPUs), cost ${g.get('cost_usd')}; "
-                     f"{g.get('accepted_samples')} accepted samples, ${g.get('cost_per_accepted_sample_usd')} each")
+                     f"{g.get('accepted_samples')} accepted samples" + (f", ${each} each" if each is not None else ""))
     lines += ["", "## Rejected traces (primary reason)", ""]
     lines += [f"- {k}: {v}" for k, v in report["reject_reasons"].items()] or ["- none"]
     t = report["teacher"]
