@@ -5,8 +5,16 @@ R1's cold-start and SFT data reject traces that mix languages. Whole-document la
 per-sentence langdetect is far too slow for hundreds of thousands of traces. So the measures here read
 Unicode scripts with regular expressions instead (thousands of 2,000-character traces per second; a
 trace with no letter outside its target script returns at once), which sees mixing *across scripts*
-(zh/en, ru/en, ja/en, ...). Mixing inside one script (English with French sentences) is out of reach of
-these measures by design.
+(zh/en, ru/en, ja/en, ...). Mixing inside the Latin script (English with French sentences) is measured
+per sentence by function words (`latin_language_scores`, filters/function_words.py: en, fr, de, es, it,
+pt, nl), with langdetect only for the few sentences that profile leaves open; curation runs it only on
+traces holding several foreign function words (a vectorised count), so most traces never pay for it.
+Other same-script pairs (ru/uk, zh/ja-kanji-only, es/ca, ...) are not told apart.
+
+What the task asks for is exempt (`exempt_task_text`, `requested_languages`): in a translation task the
+requested language counts as target, quoted phrases are the translation and the answer is not
+measured; in any task a phrase quoted from the prompt is the prompt's. A lone word in another script (a
+proper noun, a term) is never a switch.
 
 What is not language is removed before counting: fenced and inline code, LaTeX (`$...$`, `$$...$$`,
 `\\(...\\)`, `\\[...\\]`, environments, `\\commands`), URLs, math alphanumerics (𝑥), `<think>` tags;
@@ -26,7 +34,9 @@ from __future__ import annotations
 import functools
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+
+from filters.function_words import PROFILED_LANGS, WORD_LANG, decide
 
 # --- scripts -------------------------------------------------------------------------------------
 
@@ -247,21 +257,46 @@ def _foreign_letter(target: frozenset[str]) -> re.Pattern[str]:
     return re.compile(f"[^\\W\\d_{''.join(_SCRIPT_RANGES[s] for s in target)}]")
 
 
+@functools.lru_cache(maxsize=None)
+def _foreign_classes(target: frozenset[str]) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """(a run of two foreign letters of a script whose lone letters are variable names (Latin, Greek,
+    other), four foreign letters of any other script anywhere) for `target`."""
+    own = "".join(_SCRIPT_RANGES[s] for s in target)
+    counted = "".join(r for s, r in _SCRIPT_RANGES.items() if s not in _DROP_SINGLE and s not in target)
+    all_counted = "".join(r for s, r in _SCRIPT_RANGES.items() if s not in _DROP_SINGLE)
+    pair = re.compile(f"[^\\W\\d_{own}{all_counted}]{{2}}")
+    four = re.compile(f"(?:[{counted}][^{counted}]*?){{4}}") if counted else re.compile(r"(?!)")
+    return pair, four
+
+
+def _nothing_substantial(clean: str, target: frozenset[str]) -> bool:
+    """True when no segment of `clean` can hold a substantial foreign part: no two-letter foreign run
+    of a small-letter script, and fewer than four letters of other foreign scripts in all."""
+    pair, four = _foreign_classes(target)
+    return not pair.search(clean) and not four.search(clean)
+
+
 def language_scores(
-    text: str, lang: object, weights: Mapping[str, float] = SCRIPT_WEIGHTS
+    text: str, lang: object, weights: Mapping[str, float] = SCRIPT_WEIGHTS, allowed: Iterable[str] = ()
 ) -> tuple[float, int]:
     """(target_lang_share, lang_switches) in one pass; see those functions.
 
     For an unknown or unmapped `lang`, the text's own dominant script is the target: mixing is still
-    measured, wrong language cannot be.
+    measured, wrong language cannot be. `allowed` languages (a translation task's requested language)
+    count as target too.
     """
     target = expected_scripts(lang)
+    if target is not None:
+        for extra in allowed:
+            target = target | (expected_scripts(extra) or frozenset())
     text = text or ""
     if target is not None and not _foreign_letter(target).search(text):
         return 1.0, 0  # fast path: no letter of another script anywhere, not even inside code or math
     clean = strip_non_language(text)
     if clean.isascii() and (target is None or "Latin" in target):
         return 1.0, 0  # only Latin letters are left, all of them on target
+    if target is not None and _nothing_substantial(clean, target):
+        return 1.0, 0
     runs = list(_runs(clean))
     if target is None:
         profile: dict[str, int] = {}
@@ -337,6 +372,140 @@ def lang_switches(text: str, lang: object, weights: Mapping[str, float] = SCRIPT
     other segments are skipped. A single foreign word, such as a proper noun, is not a switch.
     """
     return language_scores(text, lang, weights)[1]
+
+
+# --- same-script languages (function words) ------------------------------------------------------
+
+# Sentences for the function-word pass: clauses are too short to hold enough function words.
+_SENTENCE_SPLIT = re.compile(r"[.!?;\n\u3002\uff01\uff1f]+")
+_LATIN_WORD = re.compile(r"[a-zà-öø-ÿœß]+(?:'[st])?")
+# A sentence the profile cannot decide goes to langdetect only with this many words and some evidence
+# of another language (one of its function words).
+LANGDETECT_MIN_WORDS = 4
+
+
+def _langdetect(text: str) -> str | None:
+    from langdetect import DetectorFactory, detect
+    from langdetect.lang_detect_exception import LangDetectException
+
+    with _DETECT_LOCK:
+        DetectorFactory.seed = 0
+        try:
+            code = detect(text)
+        except LangDetectException:
+            return None
+    return code if code in PROFILED_LANGS else None
+
+
+def latin_language_scores(text: str, lang: str, allowed: Iterable[str] = ()) -> tuple[float, int]:
+    """(share, switches) of Latin-script sentences in `lang` versus other profiled Latin languages.
+
+    The same-script complement of `language_scores`: each sentence of the text (code, LaTeX and URLs
+    removed) is labelled by its function words (filters.function_words.classify); a sentence the
+    profile cannot decide, that has at least one foreign function word and LANGDETECT_MIN_WORDS words,
+    goes to langdetect (seeded, so deterministic). Undecided sentences count as on target. The share
+    is the target's part of the Latin letters; switches count changes between labelled sentences.
+    Only meaningful for `lang` in PROFILED_LANGS (en, fr, de, es, it, pt, nl).
+    """
+    ok = {lang, *allowed}
+    clean = strip_non_language(text or "")
+    total = foreign = 0
+    switches = last = 0
+    for sentence in _SENTENCE_SPLIT.split(clean.lower()):
+        words = _LATIN_WORD.findall(sentence)
+        if not words:
+            continue
+        letters = sum(map(len, words))
+        total += letters
+        counts: dict[str, int] = {}
+        for w in words:
+            wl = WORD_LANG.get(w)
+            if wl is not None:
+                counts[wl] = counts.get(wl, 0) + 1
+        if not counts:
+            continue
+        found = decide(counts)
+        if found is None and len(words) >= LANGDETECT_MIN_WORDS and any(c not in ok for c in counts):
+            found = _langdetect(sentence)
+        if found is None:
+            continue
+        label = 1 if found in ok else -1
+        if label < 0:
+            foreign += letters
+        if last and label != last:
+            switches += 1
+        last = label
+    return (1.0 - foreign / total if total else 1.0), switches
+
+
+# --- exemptions: what the task asks for ------------------------------------------------------------
+
+_TRANSLATION = re.compile(
+    r"translat|traduc|traduz|traduç|übersetz|uebersetz|vertaal|перев[еоё]д|翻译|翻譯|翻訳|번역|ترجم", re.I
+)
+# Language names (in English, Chinese, and the language itself) a translation prompt may ask for.
+_LANGUAGE_NAMES: dict[str, str] = {
+    "english": "en", "anglais": "en", "englisch": "en", "inglés": "en", "ingles": "en", "inglese": "en",
+    "inglês": "en", "engels": "en", "английск": "en", "英文": "en", "英语": "en", "英語": "en",
+    "chinese": "zh", "mandarin": "zh", "chinois": "zh", "chinesisch": "zh", "chino": "zh", "cinese": "zh",
+    "китайск": "zh", "中文": "zh", "汉语": "zh", "漢語": "zh", "中国語": "zh",
+    "french": "fr", "français": "fr", "francais": "fr", "französisch": "fr", "francés": "fr",
+    "francese": "fr", "francês": "fr", "frans": "fr", "французск": "fr", "法语": "fr", "法文": "fr",
+    "german": "de", "allemand": "de", "deutsch": "de", "alemán": "de", "tedesco": "de", "alemão": "de",
+    "duits": "de", "немецк": "de", "德语": "de", "德文": "de",
+    "spanish": "es", "espagnol": "es", "spanisch": "es", "español": "es", "spagnolo": "es",
+    "espanhol": "es", "spaans": "es", "испанск": "es", "西班牙语": "es", "西班牙文": "es",
+    "italian": "it", "italien": "it", "italienisch": "it", "italiano": "it", "italiaans": "it",
+    "итальянск": "it", "意大利语": "it",
+    "portuguese": "pt", "portugais": "pt", "portugiesisch": "pt", "portugués": "pt", "portoghese": "pt",
+    "português": "pt", "portugees": "pt", "葡萄牙语": "pt",
+    "dutch": "nl", "néerlandais": "nl", "niederländisch": "nl", "nederlands": "nl", "荷兰语": "nl",
+    "russian": "ru", "russe": "ru", "russisch": "ru", "ruso": "ru", "russo": "ru", "русск": "ru",
+    "俄语": "ru", "俄文": "ru",
+    "japanese": "ja", "japonais": "ja", "japanisch": "ja", "japonés": "ja", "giapponese": "ja",
+    "японск": "ja", "日语": "ja", "日文": "ja", "日本語": "ja",
+    "korean": "ko", "coréen": "ko", "koreanisch": "ko", "coreano": "ko", "корейск": "ko", "韩语": "ko",
+    "韩文": "ko", "韓国語": "ko", "한국어": "ko", "영어": "en", "중국어": "zh",
+    "arabic": "ar", "arabe": "ar", "arabisch": "ar", "árabe": "ar", "阿拉伯语": "ar",
+}  # fmt: skip
+_LANGUAGE_NAME = re.compile("|".join(sorted(map(re.escape, _LANGUAGE_NAMES), key=len, reverse=True)), re.I)
+# Quoted phrases: straight and curly double quotes, guillemets, CJK corner brackets, and single quotes
+# that are not apostrophes (not between letters).
+_QUOTED = re.compile(
+    r'"[^"\n]{1,400}"|\u201c[^\u201d\n]{1,400}\u201d|\u00ab[^\u00bb\n]{1,400}\u00bb|\u201e[^\u201c\u201d\n]{1,400}[\u201c\u201d]'
+    r"|\u300c[^\u300d\n]{1,400}\u300d|\u300e[^\u300f\n]{1,400}\u300f|\u2018[^\u2019\n]{1,400}\u2019"
+    r"|(?<!\w)'[^'\n]{1,400}'(?!\w)"
+)
+QUOTE_CHARS = "\"'\u201c\u201e\u00ab\u300c\u300e\u2018"
+
+
+def is_translation_prompt(prompt: str) -> bool:
+    return bool(_TRANSLATION.search(prompt or ""))
+
+
+def requested_languages(prompt: str) -> frozenset[str]:
+    """Languages a translation prompt names ("Translate into French" -> {"fr"}); empty otherwise."""
+    if not is_translation_prompt(prompt):
+        return frozenset()
+    return frozenset(_LANGUAGE_NAMES[m.group().lower()] for m in _LANGUAGE_NAME.finditer(prompt))
+
+
+def exempt_task_text(text: str, prompt: str, translation: bool) -> str:
+    """Remove what the task asks for from the text whose language is measured.
+
+    A translation task's quoted phrases are the translation (or its source); phrases quoted from the
+    prompt are the prompt's, whatever the task. Both are removed. Everything else stays.
+    """
+    text = text or ""
+    if not any(q in text for q in QUOTE_CHARS):
+        return text
+    prompt = prompt or ""
+
+    def drop(m: re.Match[str]) -> str:
+        inner = m.group()[1:-1].strip()
+        return " " if translation or (inner and inner in prompt) else m.group()
+
+    return _QUOTED.sub(drop, text)
 
 
 # --- detection -----------------------------------------------------------------------------------

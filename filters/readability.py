@@ -47,8 +47,20 @@ _FENCE = re.compile(r"```[\s\S]*?(?:```|\Z)|~~~[\s\S]*?(?:~~~|\Z)")
 _BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
 
 
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7a3]")
+CJK_WEIGHT = 3  # a CJK character holds about as much text as three letters (see filters.language)
+
+
+def _weighted_len(paragraph: str) -> int:
+    n = len(paragraph)
+    if paragraph.isascii():
+        return n
+    return n + (CJK_WEIGHT - 1) * len(_CJK.findall(paragraph))
+
+
 def max_paragraph_chars(text: str | None) -> int:
-    """Length of the longest paragraph: the longest run of text without a blank line, stripped.
+    """Length of the longest paragraph: the longest run of text without a blank line, stripped, with
+    a CJK character counting CJK_WEIGHT (a wall of Chinese is a wall at a third of the characters).
 
     Fenced code blocks are not prose and are left out (they break paragraphs like a blank line).
     """
@@ -56,7 +68,7 @@ def max_paragraph_chars(text: str | None) -> int:
         return 0
     if "```" in text or "~~~" in text:
         text = _FENCE.sub("\n\n", text)
-    return max((len(p.strip()) for p in _BLANK_LINE.split(text)), default=0)
+    return max((_weighted_len(p.strip()) for p in _BLANK_LINE.split(text)), default=0)
 
 
 def is_truncated(finish_reason: str | None, completion: str | None) -> bool:

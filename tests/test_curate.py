@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import polars as pl
 import pytest
 
 from distill.recipe import CurateConfig, RecipeError, recipe_from_dict
+from filters.chaos import chaos_scores
 from filters.curate import REASONS, SCORE_COLUMNS, curate, curate_file, reject_reasons, score
+from filters.function_words import WORD_LANG, classify
 from filters.language import (
     detect_language,
+    exempt_task_text,
     expected_scripts,
     lang_switches,
+    latin_language_scores,
     normalize_lang,
+    requested_languages,
     script_profile,
     strip_non_language,
     target_lang_share,
 )
 from filters.readability import is_truncated, max_paragraph_chars, think_format
+from filters.repetition import repetition_scores
 
 EN_PROMPT = "What is the value of a/b when a = 12 and b = 4?"
 ZH_PROMPT = "当 a = 12，b = 4 时，求 a/b 的值。"
@@ -52,7 +59,12 @@ PROPER_NOUN = (
 )
 NO_THINK = "We divide 12 by 4 and get 3. The answer is 3."
 TRUNCATED = "<think>\nWe need to divide 12 by 4. Let me think carefully about"
-WALL = "<think>\n" + "This is a long sentence without any break at all. " * 100 + "\n</think>\n\nThe answer is 3."
+# One paragraph of 3,000+ characters; every sentence differs (numbers), so it is a wall, not a loop.
+WALL = (
+    "<think>\n"
+    + " ".join(f"Step {i}: we multiply {i} by {i + 3} and get {i * (i + 3)}, which we add to the running total." for i in range(1, 45))
+    + "\n</think>\n\nThe answer is 3."
+)
 GENERAL = "Paris is the capital of France. It is known for the Eiffel Tower and the Louvre."
 
 
@@ -94,6 +106,12 @@ CASES = [
 ]
 
 
+# The rows above reuse one prompt and a few completions, changing one field each: as one frame they
+# are duplicates of each other. Dedup is cross-row and has its own tests (tests/test_dedup.py); these
+# per-row checks turn it off.
+PER_ROW = CurateConfig(dedup={"enabled": False})
+
+
 @pytest.fixture(scope="module")
 def cases_df() -> pl.DataFrame:
     return pl.DataFrame([c[0] for c in CASES], infer_schema_length=None)
@@ -101,7 +119,7 @@ def cases_df() -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def judged(cases_df) -> pl.DataFrame:
-    return reject_reasons(cases_df, CurateConfig())
+    return reject_reasons(cases_df, PER_ROW)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0]["id"] for c in CASES])
@@ -126,14 +144,19 @@ def test_score_values(judged):
     assert by_id["no_think"]["think_format"] == "no_think"
     assert by_id["truncated"]["truncated"] is True
     assert by_id["good_en"]["truncated"] is False
-    assert by_id["wall"]["max_paragraph_chars"] > 5000
+    assert by_id["wall"]["max_paragraph_chars"] > 3000
     assert by_id["good_en"]["completion_chars"] == len(GOOD_EN)
     assert by_id["general"]["think_format"] is None
 
 
 def test_mostly_foreign_with_one_switch_is_wrong_language():
     # Starts in English, then continues in Chinese for good: mostly another language.
-    text = "<think>\nWe need the quotient. " + "我们把十二除以四，得到三，然后再检验一遍结果是否正确。" * 6 + "\n</think>\n\n答案是 3。"
+    zh = (
+        "我们把十二除以四，得到三。然后再检验一遍结果是否正确。四乘以三等于十二，所以商是三。"
+        "也可以用减法来看：十二减四得八，八减四得四，四减四得零，一共减了三次。"
+        "这说明十二里面正好有三个四，没有余数。最后确认答案就是三。"
+    )
+    text = "<think>\nWe need the quotient. " + zh + "\n</think>\n\n答案是 3。"
     j = reject_reasons(pl.DataFrame([row("x", text)]), CurateConfig())
     assert j["reject_reasons"].to_list() == [["wrong_language"]]
 
@@ -159,12 +182,16 @@ def test_thresholds_are_config():
     assert reject_reasons(df, cfg)["reject_reason"].to_list() == [None] * 4
 
 
-def test_too_long_only_with_tokens_and_limit():
-    df = pl.DataFrame([row("a", GOOD_EN) | {"completion_tokens": 500}, row("b", GOOD_EN) | {"completion_tokens": 50}])
+def test_length_bounds_in_tokens():
+    # `completion_tokens` where given (per row), else an estimate from UTF-8 bytes (bytes / 4).
+    df = pl.DataFrame([row("a", GOOD_EN, prompt="A?") | {"completion_tokens": 500}, row("b", GOOD_EN, prompt="B?") | {"completion_tokens": 50}])
     assert reject_reasons(df, CurateConfig())["reject_reason"].to_list() == [None, None]
     assert reject_reasons(df, CurateConfig(max_completion_tokens=100))["reject_reason"].to_list() == ["too_long", None]
-    no_tokens = pl.DataFrame([row("a", GOOD_EN)])
-    assert reject_reasons(no_tokens, CurateConfig(max_completion_tokens=1))["reject_reason"].to_list() == [None]
+    assert reject_reasons(df, CurateConfig(min_completion_tokens=100))["reject_reason"].to_list() == [None, "too_short"]
+    no_tokens = reject_reasons(pl.DataFrame([row("a", GOOD_EN)]), CurateConfig(max_completion_tokens=100))
+    assert no_tokens["n_tokens"].to_list() == [(len(GOOD_EN.encode()) + 3) // 4]
+    assert no_tokens["reject_reason"].to_list() == ["too_long"]
+    assert CurateConfig().max_completion_tokens == 32768 and CurateConfig().min_completion_tokens is None
 
 
 def test_missing_correct_column_skips_correctness_and_task_defaults_to_math():
@@ -200,7 +227,7 @@ def test_unknown_language_is_never_wrong_language():
 
 
 def test_curate_invariants(cases_df):
-    kept, rejected, funnel = curate(cases_df, CurateConfig())
+    kept, rejected, funnel = curate(cases_df, PER_ROW)
     ids_in = cases_df["id"].to_list()
     ids_out = kept["id"].to_list() + rejected["id"].to_list()
     assert sorted(ids_out) == sorted(ids_in)
@@ -245,7 +272,7 @@ def test_curate_file_writes_three_files(tmp_path, cases_df):
         for r, _, _ in CASES:
             f.write(json.dumps(r | {"extra": r["id"] + "!"}, ensure_ascii=False) + "\n")
     out = tmp_path / "curated"
-    funnel = curate_file(src, out, CurateConfig())
+    funnel = curate_file(src, out, PER_ROW)
     assert sorted(p.name for p in out.iterdir()) == ["funnel.json", "kept.parquet", "rejected.parquet"]
     kept = pl.read_parquet(out / "kept.parquet")
     rejected = pl.read_parquet(out / "rejected.parquet")
@@ -340,3 +367,74 @@ def test_config_fields_validate():
         recipe_from_dict({"name": "x", "curate": {"max_lang_switchs": 3}})
     with pytest.raises(RecipeError):
         recipe_from_dict({"name": "x", "curate": {"wrong_language_share": 2}})
+
+
+# --- new measures: same-script languages, exemptions, repetition, chaos ----------------------------------
+
+SENTENCES = Path(__file__).resolve().parent / "data" / "curation" / "sentences.jsonl"
+
+
+def test_function_word_profile_never_mislabels_the_sentence_set():
+    rows = [json.loads(line) for line in SENTENCES.read_text(encoding="utf-8").splitlines()]
+    got = [classify(r["text"]) for r in rows]
+    assert sum(g is not None and g != r["lang"] for g, r in zip(got, rows)) == 0
+    assert sum(g == r["lang"] for g, r in zip(got, rows)) >= 75  # the rest abstain
+    assert "the" in WORD_LANG and "la" not in WORD_LANG  # shared words ("la": fr, es, it) are left out
+    assert "y" not in WORD_LANG  # an unaccented single letter is a variable name as often as a word
+
+
+def test_latin_languages_within_one_script():
+    en = "We need to divide the total by the number of people. "
+    fr = "Il faut donc diviser le total par le nombre de personnes. "
+    share, switches = latin_language_scores(en + fr + en + fr + en, "en")
+    assert switches == 4 and 0.3 < share < 0.7
+    assert latin_language_scores(fr * 3, "en") == (0.0, 0)
+    assert latin_language_scores(fr * 3, "fr") == (1.0, 0)
+    assert latin_language_scores(en + fr, "en", allowed={"fr"}) == (1.0, 0)
+    # Spanish place names are not Spanish sentences.
+    assert latin_language_scores("We drove from Los Angeles to Las Vegas and back to Los Angeles.", "en")[0] == 1.0
+
+
+def test_translation_and_quoted_prompt_phrases_are_exempt():
+    assert requested_languages("Translate into French: hello") == {"fr"}
+    assert requested_languages("把这句话翻译成英文：你好") == {"en"}
+    assert requested_languages("What is French cuisine?") == frozenset()
+    text = 'The phrase "Je ne sais pas" means I do not know.'
+    assert "Je ne sais" not in exempt_task_text(text, 'What does "Je ne sais pas" mean?', translation=False)
+    assert "Je ne sais" in exempt_task_text(text, "What does it mean?", translation=False)
+    assert "Je ne sais" not in exempt_task_text(text, "Translate it", translation=True)
+    assert exempt_task_text("it's Bob's", "", translation=True) == "it's Bob's"  # apostrophes are not quotes
+
+
+def test_repetition_scores():
+    loop = "Let me check this once more to be sure.\n" * 15
+    frac, repeats, ngram = repetition_scores("<think>\nFirst line of real reasoning here.\n" + loop + "</think>")
+    assert repeats == 15 and frac > 0.7 and ngram > 0.5
+    code = "```python\ndef area(w, h):\n    return w * h  # width times height\n```\n"
+    twice = f"<think>\nDraft:\n{code}\nThat works.\n</think>\n\nFinal code:\n{code}"
+    assert repetition_scores(twice)[0] == 0.0  # saying something twice is not a loop
+    words = "the quick brown fox jumps over the lazy dog while the cat sleeps near the warm fire "
+    tail = " ".join(f"step {i} adds {i * 3} to the running total" for i in range(20)) + " " + words * 6
+    assert repetition_scores(tail)[2] > 0.2  # a loop at the end of an otherwise fine text
+    assert repetition_scores("")[2] == 0.0 and repetition_scores(None) == (0.0, 0, 0.0)
+
+
+def test_chaos_scores():
+    assert chaos_scores("```python\nx = 1\n")["fence_unbalanced"] is True
+    assert chaos_scores("```python\nx = 1\n```")["fence_unbalanced"] is False
+    assert chaos_scores("CafÃ© and naÃ¯ve â€™")["mojibake"] == 3
+    assert chaos_scores("Café, naïve, Ärger, Ñandú, São Paulo, 25°C")["mojibake"] == 0
+    assert chaos_scores("<div>a</div><br>&nbsp;")["markup_debris"] == 4
+    assert chaos_scores("```html\n<div>a</div><br>\n```\nUse `<div>` here.")["markup_debris"] == 0
+    assert chaos_scores("done<|im_end|> <｜end▁of▁sentence｜> [INST] </s>")["special_tokens"] == 4
+    assert chaos_scores("}{)(*&^%#@!~ ok")["symbol_soup"] == 12
+    assert chaos_scores("| a | b |\n|---|---|\n| 1 | 2 |\n$$\\frac{a}{b}^{(2)}_{[3]}$$")["symbol_soup"] == 0
+    fragments = "\n".join(["apple", "pear", "twelve", "then four", "and more"] * 2)
+    assert chaos_scores(fragments)["sentence_frac"] == 0.0
+    equations = "\n".join([f"x = {i}" for i in range(12)] + ["So the value of x is eleven."])
+    assert chaos_scores(equations)["sentence_frac"] == 1.0  # equations are not prose lines
+
+
+def test_paragraph_length_counts_cjk_as_three():
+    assert max_paragraph_chars("中文" * 10) == 60
+    assert max_paragraph_chars("ab\n\n中文") == 6
