@@ -194,7 +194,9 @@ def test_requests_per_minute_limit():
         elapsed = time.monotonic() - t0
         starts = sorted(srv.starts)
     assert elapsed >= 1.9
-    assert all(sum(1 for t in starts if s <= t < s + 0.98) <= 3 for s in starts)
+    # server-side arrival times: connection set-up on a loaded machine can delay one window's arrivals by
+    # tens of ms, so check a 0.75 s window (without the limiter all 7 arrive within a few ms)
+    assert all(sum(1 for t in starts if s <= t < s + 0.75) <= 3 for s in starts)
 
 
 def test_tokens_per_minute_limit():
