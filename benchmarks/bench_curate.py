@@ -280,6 +280,7 @@ def generate(rows: int, out: Path, seed: int = 0, processes: int = 2) -> Path:
     """Parquet shards of `rows` synthetic traces under `out` (reused when complete), and the benchmark
     file they are partly contaminated with."""
     from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
 
     done = out / "_done"
     if done.exists():
@@ -287,7 +288,9 @@ def generate(rows: int, out: Path, seed: int = 0, processes: int = 2) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.jsonl").write_text("".join(json.dumps({"problem": t, "answer": "1"}) + "\n" for t in _benchmark_items()))
     jobs = [(start, min(SHARD_ROWS, rows - start), seed, str(out / f"part-{start // SHARD_ROWS:05d}.parquet")) for start in range(0, rows, SHARD_ROWS)]
-    with ProcessPoolExecutor(processes) as pool:
+    # spawn, not fork: after an earlier size ran, this process holds polars thread pools whose locks a
+    # forked child inherits held (the workers then wait forever on a futex)
+    with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
         list(pool.map(_shard, jobs))
     done.write_text(str(rows))
     return out
