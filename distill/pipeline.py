@@ -243,16 +243,37 @@ def select_stage(run: Run, verify_m: dict, curate_m: dict) -> dict:
 
 
 def merge_stage(run: Run, select_m: dict) -> dict:
-    from distill.merge import merge, write_hf_dataset
+    from distill.merge import build_sft_set, write_hf_dataset
+
+    cfg = run.recipe.merge
 
     def body(d: Path) -> dict:
-        kept = pl.read_parquet(run.dir / "selected" / "kept.parquet")
-        df, mix = merge(kept, run.recipe.merge, run.recipe.prompts.system_prompt)
-        files = {"train.parquet": write_parquet(df, d / "train.parquet")}
-        write_hf_dataset(df, d / "hf")
-        return {"rows_in": kept.height, "rows_out": df.height, "files": files, "mix": mix}
+        from distill.models import resolve_model
 
-    settings = {"merge": run.recipe.section_hash("merge"), "system": run.recipe.prompts.system_prompt}
+        kept = pl.read_parquet(run.dir / "selected" / "kept.parquet")
+        # tokens are counted, and the think style decided, with the first student's tokenizer
+        first = run.recipe.students[0] if run.recipe.students else None
+        tokenizer = None
+        if first is not None:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(resolve_model(first.model))
+        generator = cfg.generator.model
+        if generator == "teacher":
+            generator = (read_json(run.dir / "teacher" / "_manifest.json") or {}).get("model")
+        res = build_sft_set(
+            kept, cfg, run.recipe.prompts.system_prompt, tokenizer=tokenizer, chat_template=first.chat_template if first else None,
+            student_name=first.name if first else "the assistant", generator_model=generator, work_dir=d / "generated",
+        )
+        files = {"train.parquet": write_parquet(res.df, d / "train.parquet"), "dropped.parquet": write_parquet(res.dropped, d / "dropped.parquet")}
+        write_hf_dataset(res.df, d / "hf")
+        return {"rows_in": res.mix["rows_in"], "rows_out": res.df.height, "files": files, "mix": res.mix}
+
+    first = run.recipe.students[0] if run.recipe.students else None
+    settings = {
+        "merge": run.recipe.section_hash("merge"), "system": run.recipe.prompts.system_prompt,
+        "tokenizer": [first.model, first.chat_template, first.name] if first else None,
+    }
     return run.stage("merge", "sft_data", settings, [select_m], body)
 
 
@@ -278,34 +299,30 @@ def sft_stage(run: Run, merge_m: dict, student_name: str) -> dict:
 
 def eval_stage(run: Run, prompts_m: dict, teacher_m: dict, sft_ms: dict[str, dict]) -> dict:
     from distill.engines import SamplingParams
-    from distill.evaluate import evaluate_model
+    from distill.evaluate import evaluate_all
     from distill.models import resolve_model
 
     cfg = run.recipe.eval
 
     def body(d: Path) -> dict:
         prompts = pl.read_parquet(run.dir / "prompts" / "eval.parquet")
-        params = SamplingParams(cfg.k, cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.seed)
         models: dict[str, tuple[str, str]] = {}
+        pairs: dict[str, tuple[str, str]] = {}
         if cfg.include_teacher:
             models["teacher"] = (teacher_m["model"], _model_label("teacher", teacher_m))
         for i, s in enumerate(run.recipe.students):
             suffix = "" if i == 0 else f":{s.name}"
             models[f"student_before{suffix}"] = (resolve_model(s.model), s.model)
             models[f"student_after{suffix}"] = (sft_ms[s.name]["model"], _model_label(f"student:{s.name}", sft_ms[s.name]))
-        results = {}
-        for key, (path, label) in models.items():
-            log.info("eval: %s (%s)", key, label)
-            results[key] = evaluate_model(
-                prompts, d / key.replace(":", "_"), model_label=label, params=params,
-                engine_factory=_engine_factory(cfg.engine, path, cfg.seed, None, cfg.vllm),
-                verifier=run.recipe.verify.verifier, system_prompt=run.recipe.prompts.system_prompt,
-            )
-            results[key]["model"] = label
-        manifest = {"engine": cfg.engine, "seed": cfg.seed, "k": cfg.k, "temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
-        write_json(d / "results.json", {"results": results, "manifest": manifest})
-        n = prompts.height * len(models)
-        return {"rows_in": n, "rows_out": n * cfg.k, "results": results, "eval_manifest": manifest}
+            pairs[s.name] = (f"student_before{suffix}", f"student_after{suffix}")
+        results, deltas, manifest = evaluate_all(
+            models, cfg, d, heldout=prompts, heldout_verifier=run.recipe.verify.verifier, system_prompt=run.recipe.prompts.system_prompt,
+            engine_factory=lambda path: _engine_factory(cfg.engine, path, cfg.seed, None, cfg.vllm), pairs=pairs,
+        )
+        write_json(d / "results.json", {"results": results, "delta": deltas, "manifest": manifest})
+        n = sum(b["n_prompts"] for b in manifest["benchmarks"].values()) * len(models)
+        return {"rows_in": n, "rows_out": n * cfg.k, "results": results, "delta": deltas, "eval_manifest": manifest,
+                "files": {"eval_manifest.json": {}}}
 
     settings = {"eval": run.recipe.section_hash("eval"), "verify": run.recipe.section_hash("verify"), "system": run.recipe.prompts.system_prompt}
     return run.stage("eval", "eval", settings, [prompts_m, teacher_m, *sft_ms.values()], body)

@@ -64,6 +64,7 @@ def build_report(run, manifests: dict[str, dict]) -> dict:
         "teacher": teacher,
         "eval": ev.get("results", {}),
         "eval_manifest": ev.get("eval_manifest", {}),
+        "eval_delta": ev.get("delta", {}),  # student -> benchmark -> after - before, paired 95% CI
     }
 
 
@@ -100,7 +101,36 @@ def render_markdown(report: dict) -> str:
     for name, r in report["eval"].items():
         cons = next((v for key, v in r.items() if key.startswith("cons@")), None)
         lines.append(f"| {name} | {r['pass@1']:.3f} | {r['pass@1_ci95']} | {cons} | {r['format_rate']:.3f} | {r['n_prompts']} | {r['k']} |")
+    lines += _mix_lines(report.get("mix") or {}) + _delta_lines(report.get("eval_delta") or {})
     return "\n".join(lines) + "\n"
+
+
+def _mix_lines(mix: dict) -> list[str]:
+    if not mix.get("table"):
+        return []
+    nr = mix.get("non_reasoning_fraction", {})
+    lines = ["", "## SFT mix (by tokens)", "",
+             f"Non-reasoning share of tokens: {nr.get('actual')} (target {nr.get('target')}); tokens counted with "
+             f"{mix.get('token_counter')}; non-reasoning answers: think block {mix.get('think_style')}.", "",
+             "| kind | category | source | rows | tokens | share | target | available rows | factor |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for t in mix["table"]:
+        lines.append(f"| {t['kind']} | {t['category']} | {t['source']} | {t['rows']} | {t['tokens']} | {t['token_share']:.4f} | "
+                     f"{t['target_share']:.4f} | {t['rows_available']} | {t['factor']} |")
+    if mix.get("dropped"):
+        lines += ["", "Rows left out: " + ", ".join(f"{k} {v}" for k, v in mix["dropped"].items()) + " (sft_data/dropped.parquet)."]
+    return lines
+
+
+def _delta_lines(deltas: dict) -> list[str]:
+    if not deltas:
+        return []
+    lines = ["", "## Student after SFT minus before (pass@1, paired over the same prompts)", "",
+             "| student | benchmark | before | after | difference | 95% CI | prompts |", "|---|---|---:|---:|---:|---|---:|"]
+    for student, per in deltas.items():
+        for bench, d in per.items():
+            lines.append(f"| {student} | {bench} | {d['before']} | {d['after']} | {d['delta']:+.4f} | {d['ci95']} | {d['n_prompts']} |")
+    return lines
 
 
 def write_report(run, manifests: dict[str, dict]) -> dict:

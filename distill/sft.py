@@ -15,42 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from distill.recipe import LoraConfig
-from distill.schema import THINK_CLOSE, THINK_OPEN
+from distill.lint import TemplateLintError, lint_rows, stop_token_ids  # noqa: F401  (TemplateLintError re-exported)
 from distill.training import base_args, log_history, model_init_kwargs, peft_config, save_merged
 
 log = logging.getLogger(__name__)
 
 
-class TemplateLintError(ValueError):
-    """The chat template would train the model on something other than what the traces say."""
-
-
-def lint_template(tokenizer, rows: list[dict], chat_template: str | None = None) -> dict[str, Any]:
-    """Render rows with the template and check think tags, EOS and the prompt/completion boundary."""
-    checked = 0
-    for row in rows:
-        prompt = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True, chat_template=chat_template)
-        full = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False, chat_template=chat_template)
-        content = row["completion"][0]["content"]
-        if not full.startswith(prompt):
-            raise TemplateLintError(
-                "the rendered prompt is not a prefix of the rendered conversation, so the loss mask would "
-                f"cut in the wrong place.\n--- prompt ---\n{prompt}\n--- conversation ---\n{full}"
-            )
-        tail = full[len(prompt):]
-        for tag in (THINK_OPEN, THINK_CLOSE):
-            if tag in content and tag not in tail:
-                raise TemplateLintError(f"the chat template drops {tag!r} from the assistant turn:\n{full}")
-        if content.strip() and content.strip() not in tail:
-            raise TemplateLintError(f"the assistant turn is altered by the chat template:\n{full}")
-        eos = tokenizer.eos_token
-        if eos and eos not in tail:
-            raise TemplateLintError(f"EOS {eos!r} does not close the assistant turn:\n{full}")
-        bos = tokenizer.bos_token
-        if bos and bos != eos and full.startswith(bos + bos):
-            raise TemplateLintError(f"double BOS at the start of:\n{full[:200]}")
-        checked += 1
-    return {"rows_checked": checked}
+def lint_template(tokenizer, rows: list[dict], chat_template: str | None = None, **kwargs) -> dict[str, Any]:
+    """Render and tokenize a sample of every kind of row as TRL will; raise TemplateLintError (distill.lint)."""
+    return lint_rows(tokenizer, rows, chat_template=chat_template, **kwargs)
 
 
 def build_sft_trainer(
@@ -72,16 +45,19 @@ def build_sft_trainer(
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if chat_template:
         tokenizer.chat_template = chat_template
-    reasoning = [r for r in rows if THINK_OPEN in r["completion"][0]["content"]]
-    plain = [r for r in rows if THINK_OPEN not in r["completion"][0]["content"]]
-    lint = lint_template(tokenizer, reasoning[:4] + plain[:4])
-
     args = base_args(Path(out_dir).parent / f".{Path(out_dir).name}.checkpoints", seed)
     args.update({"per_device_train_batch_size": 8, "learning_rate": 2e-4, "num_train_epochs": 1, "max_length": 512})
     args.update(defaults or {})
     args.update(training_args)
     args["completion_only_loss"] = True  # the loss covers the assistant turn only, whatever the recipe says
     args.setdefault("model_init_kwargs", model_init_kwargs())
+    if args.get("eos_token"):  # SFTTrainer sets it on the tokenizer; lint what will be trained
+        tokenizer.eos_token = args["eos_token"]
+    # before anything trains: every kind of row, rendered and masked as the trainer will
+    lint = lint_template(
+        tokenizer, rows, completion_only_loss=True, assistant_only_loss=bool(args.get("assistant_only_loss")),
+        max_length=args.get("max_length"), stop_ids=stop_token_ids(tokenizer, model_path), seed=seed,
+    )
     trainer = SFTTrainer(
         model=model_path,
         args=SFTConfig(**args),

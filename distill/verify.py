@@ -641,3 +641,7 @@ def verify_with_config(df: pl.DataFrame, cfg: Any, engine: Any = None) -> tuple[
     finally:
         if owned is not None:
             owned.close()
+
+
+# multiple_choice and json join the registry (kept in their own module, which imports this one)
+from distill import answers as _answers  # noqa: E402,F401
