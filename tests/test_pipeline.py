@@ -64,6 +64,12 @@ def test_pipeline_end_to_end_reuse_and_invalidation(tiny_llama, tmp_path):
     assert len(datasets.load_dataset("parquet", data_files=str(run_dir / "sft_data" / "train.parquet"), split="train")) > 0
     assert (run_dir / "students" / "tiny-student" / "model" / "model.safetensors").is_file()
     assert (run_dir / "report.md").read_text().startswith("# r1-distill run")
+    # the mix by tokens, the rows left out, the eval manifest and the before/after difference
+    assert report["mix"]["table"] and report["mix"]["token_counter"].endswith("tokenizer, completion")
+    assert (run_dir / "sft_data" / "dropped.parquet").is_file()
+    assert report["eval_manifest"]["n"] == 2 and (run_dir / "eval" / "eval_manifest.json").is_file()
+    delta = report["eval_delta"]["tiny-student"]["heldout"]
+    assert delta["n_prompts"] == 3 and "ci95" in delta and "## SFT mix (by tokens)" in (run_dir / "report.md").read_text()
 
     # a second run reuses every stage
     again = run_pipeline(Run(recipe))
