@@ -2,6 +2,7 @@
 
     distill run --config recipes/demo.yaml [key=value ...]
     distill teacher --config recipes/demo.yaml sampling.n=8      # one stage (and what it needs)
+    distill teacher --plan --config recipes/r1-zero-qwen2.5-math-7b.yaml   # validate, print, load nothing
     distill verify --input traces.jsonl --output verified.parquet [--verifier code|math+judge ...]
     distill curate --input verified.parquet --output-dir curated/
 """
@@ -52,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--workers", type=int, help="processes for the rule verifiers (math, code)")
             sp.add_argument("--judge-model", help="judge model for judge and math+judge (verify.judge.model)")
             sp.add_argument("--judge-engine", choices=("vllm", "openai", "transformers"))
+        if stage == "teacher":
+            sp.add_argument("--plan", action="store_true", help="validate the teacher recipe and print its plan; load no weights")
         if stage == "curate":
             sp.add_argument("--input", help="JSONL or parquet of traces (file mode: no recipe needed)")
             sp.add_argument("--output-dir", help="directory for kept.parquet, rejected.parquet, funnel.json")
@@ -124,6 +127,12 @@ def _dispatch(args) -> int:
         return 0
 
     recipe = _load(args)
+    if args.command == "teacher" and args.plan:
+        from rl.plan import build_plan, render_plan
+
+        plan = build_plan(recipe)
+        print(render_plan(plan), end="")
+        return 2 if plan["errors"] else 0
     only = None if args.command == "run" else args.command
     if args.command == "run" and not args.no_prefect:
         from flows.pipeline import distill_pipeline

@@ -46,6 +46,11 @@ def build_report(run, manifests: dict[str, dict]) -> dict:
         "reward_curve": grpo.get("reward_curve", []),
         "reward_curves": grpo.get("reward_curves", {}),
         "completion_length_curve": grpo.get("completion_length_curve", []),
+        "kl_curve": grpo.get("kl_curve", []),
+        "steps": grpo.get("step", []),
+        "template": teacher_metrics.get("template"),
+        "resumed_from_step": grpo.get("resumed_from_step"),
+        "tensorboard": grpo.get("tensorboard"),
         "cold_start_loss_curve": teacher_metrics.get("cold_start", {}).get("loss_curve", []),
     }
     ev = manifests.get("eval", {})
@@ -76,6 +81,23 @@ def _curve(values: list) -> str:
     return f"{len(vals)} steps; first {k}: {sum(vals[:k]) / k:.3f}, last {k}: {sum(vals[-k:]) / k:.3f}"
 
 
+def _teacher_steps(t: dict) -> list[str]:
+    """One row per GRPO step: mean reward, each reward's mean, completion length and KL (the curves)."""
+    curves = t.get("reward_curves", {})
+    total = t.get("reward_curve", [])
+    if not total:
+        return []
+    steps = t.get("steps") or list(range(1, len(total) + 1))
+    fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["", "| step | reward | " + " | ".join(curves) + " | length | KL |", "|---:" * (4 + len(curves)) + "|"]
+    lengths, kls = t.get("completion_length_curve", []), t.get("kl_curve", [])
+    for i, step in enumerate(steps):
+        row = [str(step), fmt(total[i])] + [fmt(c[i] if i < len(c) else None) for c in curves.values()]
+        row += [fmt(lengths[i] if i < len(lengths) else None), fmt(kls[i] if i < len(kls) else None)]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
 def render_markdown(report: dict) -> str:
     lines = [f"# r1-distill run `{report['recipe']['name']}`", "", f"Recipe hash `{report['recipe']['hash']}`; created {report['created_at']}.", ""]
     lines += ["## Stages", "", "| stage | rows in | rows out | seconds | reused |", "|---|---:|---:|---:|---|"]
@@ -96,6 +118,8 @@ def render_markdown(report: dict) -> str:
     lines += ["", "## Teacher", "", f"- trained: {t['trained']} (base `{t['base_model']}`)", f"- GRPO mean reward: {_curve(t['reward_curve'])}"]
     for name, curve in t.get("reward_curves", {}).items():
         lines.append(f"- reward `{name}`: {_curve(curve)}")
+    lines.append(f"- completion length (tokens): {_curve(t.get('completion_length_curve', []))}")
+    lines += _teacher_steps(t)
     lines += ["", "## Evaluation (pass@1 over k samples; the answer is scored, not the format)", ""]
     lines += ["| model | pass@1 | 95% CI | cons@k | format rate | prompts | k |", "|---|---:|---|---:|---:|---:|---:|"]
     for name, r in report["eval"].items():

@@ -54,10 +54,14 @@ def build_sft_trainer(
     if args.get("eos_token"):  # SFTTrainer sets it on the tokenizer; lint what will be trained
         tokenizer.eos_token = args["eos_token"]
     # before anything trains: every kind of row, rendered and masked as the trainer will
-    lint = lint_template(
-        tokenizer, rows, completion_only_loss=True, assistant_only_loss=bool(args.get("assistant_only_loss")),
-        max_length=args.get("max_length"), stop_ids=stop_token_ids(tokenizer, model_path), seed=seed,
-    )
+    if rows and isinstance(rows[0]["prompt"], str):
+        # plain-text rows (a template rendered by the caller, e.g. R1-Zero's): no chat template to lint
+        lint = {"rows_checked": 0, "plain_text": True}
+    else:
+        lint = lint_template(
+            tokenizer, rows, completion_only_loss=True, assistant_only_loss=bool(args.get("assistant_only_loss")),
+            max_length=args.get("max_length"), stop_ids=stop_token_ids(tokenizer, model_path), seed=seed,
+        )
     trainer = SFTTrainer(
         model=model_path,
         args=SFTConfig(**args),

@@ -3,8 +3,8 @@
 A verifier maps (completion, reference) to a Verdict. `correct` is True, False, or None for "could not be
 judged" (no reference, an unparseable reference, no answer); None is never counted as correct.
 
-The `math` verifier reads the final answer after `</think>` and compares it with the reference through
-Math-Verify (sympy equivalence: 1/2 == 0.5, intervals, sets, tuples, percentages...). Math-Verify's own
+The `math` verifier reads the final answer after `</think>` (inside `<answer>` tags when present) and
+compares it with the reference through Math-Verify (sympy equivalence: 1/2 == 0.5, intervals, sets, tuples, percentages...). Math-Verify's own
 timeouts use signal.alarm, which raises outside the main thread (Prefect runs tasks in worker threads), so
 they are switched off here; the work is bounded instead by capping the text handed to the parser and by
 refusing values whose exact evaluation would never finish (`9^{9^{9}}`).
@@ -163,15 +163,24 @@ def _locate_answer(text: str) -> tuple[str, int, bool] | None:
 MAX_EXTRACT_CHARS = 20_000
 
 
+# R1-Zero's template puts the answer in <answer>...</answer> after the think block.
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
 def _final_text(completion: str) -> str:
-    return split_think(completion or "").final[-MAX_EXTRACT_CHARS:]
+    """The text after `</think>`; when it holds `<answer>` blocks (the R1-Zero template), the last one's content."""
+    final = split_think(completion or "").final[-MAX_EXTRACT_CHARS:]
+    tagged = [m.group(1).strip() for m in _ANSWER_TAG.finditer(final)]
+    tagged = [t for t in tagged if t]
+    return tagged[-1] if tagged else final
 
 
 def extract_final_answer(completion: str) -> str | None:
     """The final answer of a completion, or None when it states nothing answer-like.
 
     Reads the text after `</think>` when there is a closed think block, else the whole completion (this
-    scores the answer, not the format; curation checks the format). Prefers the last `\\boxed{}`/`\\fbox{}`
+    scores the answer, not the format; curation checks the format), and inside it the last non-empty
+    `<answer>...</answer>` block when there is one (the R1-Zero template). Prefers the last `\\boxed{}`/`\\fbox{}`
     (unless a later "the final answer is X" follows it), then the last "answer is X" / "Answer: X", then the
     last math span ($...$, \\(...\\), \\[...\\]), then the last number.
     """

@@ -567,3 +567,16 @@ def curate_file(
     from filters.streaming import curate_stream
 
     return curate_stream(Path(input_path), Path(output_dir), cfg or CurateConfig(), batch_rows=batch_rows, workers=workers)
+
+
+_LANGUAGE_SCORER: Scorer | None = None
+
+
+def language_measures(texts: list[str], prompts: list[str], languages: list[str | None]) -> dict[str, pl.Series]:
+    """`target_language`, `target_lang_share` and `lang_switches` of each text, measured exactly as the
+    curate stage scores them (for callers without a table: the RL language-consistency reward)."""
+    global _LANGUAGE_SCORER
+    if _LANGUAGE_SCORER is None:
+        _LANGUAGE_SCORER = Scorer(CurateConfig())
+    df = pl.DataFrame({"completion": texts, "language": languages}, schema={"completion": pl.Utf8, "language": pl.Utf8})
+    return _LANGUAGE_SCORER._language(df, list(texts), list(prompts))

