@@ -5,6 +5,7 @@
     distill teacher --plan --config recipes/r1-zero-qwen2.5-math-7b.yaml   # validate, print, load nothing
     distill verify --input traces.jsonl --output verified.parquet [--verifier code|math+judge ...]
     distill curate --input verified.parquet --output-dir curated/
+    distill publish --dry-run runs/demo OUT                       # the files a Hub push would send
 """
 
 from __future__ import annotations
@@ -58,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
         if stage == "curate":
             sp.add_argument("--input", help="JSONL or parquet of traces (file mode: no recipe needed)")
             sp.add_argument("--output-dir", help="directory for kept.parquet, rejected.parquet, funnel.json")
+    sp = sub.add_parser("publish", help="push a finished run's datasets and students to the Hub (or --dry-run)")
+    sp.add_argument("run_dir", help="a run directory with report.json (runs/<recipe name>)")
+    sp.add_argument("out", nargs="?", help="--dry-run: where to write the files (default: RUN_DIR/publish)")
+    sp.add_argument("--dry-run", action="store_true", help="write exactly the files that would be pushed to OUT")
+    sp.add_argument("--config", "-c", help="recipe (default: RUN_DIR/recipe.yaml, written by the report stage)")
+    sp.add_argument("overrides", nargs="*", help="recipe overrides, key=value (e.g. publish.dataset_repo=org/name)")
     sp = sub.add_parser("prepare-model", help="convert the embedded SmolLM2 to safetensors in the cache")
     sp.add_argument("model", nargs="?", default="embedded:smollm2-135m-instruct")
     return p
@@ -94,6 +101,19 @@ def _dispatch(args) -> int:
         from distill.models import resolve_model
 
         print(resolve_model(args.model))
+        return 0
+    if args.command == "publish":
+        from distill.publish import PublishError, publish
+        from distill.recipe import load_recipe
+
+        run_dir = Path(args.run_dir)
+        recipe = load_recipe(args.config or run_dir / "recipe.yaml", args.overrides)
+        try:
+            plan = publish(run_dir, recipe, dry_run=args.dry_run, out=Path(args.out) if args.out else None)
+        except PublishError as e:
+            raise ValueError(str(e)) from None
+        print(json.dumps({k: plan[k] for k in ("revision", "private", "token", "dry_run")} | {"out": plan.get("out"),
+              "repos": {r["repo_type"] + ":" + r["repo_id"]: len(r["files"]) for r in plan["repos"]}}, indent=2))
         return 0
     if args.command == "verify" and args.input:
         if not args.output:

@@ -88,6 +88,21 @@ def per_prompt(df: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(rows, schema={"prompt_id": pl.Utf8, "pass_rate": pl.Float64, "cons": pl.Boolean, "samples": pl.Int64})
 
 
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct (Chen et al. 2021): 1 - C(n-c, k) / C(n, k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def pass_at_k_curve(counts: list[tuple[int, int]], k_max: int) -> dict[str, float]:
+    """Mean pass@k over prompts for k = 1..k_max (up to the fewest samples any prompt has)."""
+    if not counts:
+        return {}
+    top = min(k_max, min(n for n, _ in counts))
+    return {str(k): round(sum(pass_at_k(n, c, k) for n, c in counts) / len(counts), 4) for k in range(1, top + 1)}
+
+
 def score_samples(df: pl.DataFrame, k: int) -> dict:
     """pass@1 (mean over prompts of the share of correct samples) with its 95% CI, cons@k, format rate."""
     pp = per_prompt(df)
@@ -101,6 +116,7 @@ def score_samples(df: pl.DataFrame, k: int) -> dict:
         "unverifiable_rate": round(float(df["correct"].is_null().mean()), 4) if df.height else 0.0,
         "mean_completion_tokens": round(float(df["completion_tokens"].mean()), 1) if df.height and "completion_tokens" in df.columns else 0.0,
         "truncated_rate": round(float((df["finish_reason"] == "length").mean()), 4) if df.height and "finish_reason" in df.columns else None,
+        "pass@k": pass_at_k_curve([(m, round(r * m)) for m, r in zip(pp["samples"].to_list(), pp["pass_rate"].to_list())], k),
         "n_prompts": n,
         "k": k,
         "n_samples": df.height,
@@ -216,7 +232,7 @@ def evaluate_model(
     scores go to `scores_path` (for paired before/after differences)."""
     stats = generate_traces(
         prompts, out_dir, model_label=model_label, params=params, engine_factory=engine_factory,
-        shard_size=shard_size, system_prompt=system_prompt,
+        shard_size=shard_size, system_prompt=system_prompt, desc=f"eval {out_dir.name}",
     )
     df = verify_table(read_table(out_dir), verifier=verifier)
     result = score_samples(df, params.n)

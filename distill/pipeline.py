@@ -5,7 +5,7 @@ fingerprint is a hash of its recipe section and its inputs' fingerprints, so a r
 stages, and a changed setting reruns that stage and everything downstream of it, nothing upstream.
 Prefect (`flows/`) only calls these functions; the CLI calls them the same way.
 
-    prompts ─▶ teacher ─▶ sample ─▶ verify ─▶ curate ─▶ select ─▶ merge ─▶ sft (per student) ─▶ eval ─▶ report
+    prompts ─▶ teacher ─▶ sample ─▶ verify ─▶ curate ─▶ select ─▶ merge ─▶ sft (per student) ─▶ eval ─▶ report ─▶ publish
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from distill.storage import file_sha256, fingerprint, is_done, read_json, read_t
 
 log = logging.getLogger(__name__)
 
-STAGES = ("prompts", "teacher", "sample", "verify", "curate", "select", "merge", "sft", "eval", "report")
+STAGES = ("prompts", "teacher", "sample", "verify", "curate", "select", "merge", "sft", "eval", "report", "publish")
 STARTED = "_started.json"
 
 
@@ -334,6 +334,12 @@ def report_stage(run: Run, manifests: dict[str, dict]) -> dict:
     return write_report(run, manifests)
 
 
+def publish_stage(run: Run, manifests: dict[str, dict]) -> dict:
+    from distill.publish import publish_stage as publish
+
+    return publish(run, manifests)
+
+
 Call = Callable[..., dict]
 
 
@@ -378,5 +384,7 @@ def run_pipeline(run: Run, only: str | None = None, call: Call = _direct) -> dic
             return m
     elif only == "eval":
         return m
-    step("report", report_stage, m)
+    if step("report", report_stage, m):
+        return m
+    step("publish", publish_stage, m)
     return m

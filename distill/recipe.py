@@ -597,10 +597,26 @@ class EvalConfig(Section):
 
 
 class PublishConfig(Section):
+    """Push the run's datasets (reasoning, non-reasoning, merged) and student checkpoints to the Hub, each
+    with a card (distill/publish.py). The token comes from HF_TOKEN or `huggingface-cli login`, never from
+    the recipe. `dry_run` writes exactly the files that would be pushed under `dry_run_dir` instead."""
+
     enabled: bool = False
-    dataset_repo: str | None = None
-    model_repo_prefix: str | None = None
+    dry_run: bool = True
+    dry_run_dir: str | None = None  # default: <run_dir>/publish
+    dataset_repo: str | None = None  # "org/name": pushes org/name-reasoning, -non-reasoning, -merged (default: the recipe name)
+    model_repo_prefix: str | None = None  # "org/name": pushes org/name-<student> (default: the recipe name)
     private: bool = True
+    revision: str | None = None  # the branch each repo gets for this run; default: run-<recipe hash>
+    license: str | None = None  # licence id in the cards' metadata; default: the sources' licence if they agree
+    source_licenses: dict[str, str] = Field(default_factory=dict)  # source (model, dataset path) -> licence
+
+    @field_validator("dataset_repo", "model_repo_prefix")
+    @classmethod
+    def _repo_id(cls, v: str | None) -> str | None:
+        if v is not None and (v.count("/") > 1 or not v.strip("/") or any(c.isspace() for c in v)):
+            raise ValueError(f"{v!r} is not a Hub repo id (name or org/name)")
+        return v
 
 
 class Recipe(Section):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import yaml
+
 from distill.storage import read_json, write_json
 
 
@@ -161,4 +163,9 @@ def write_report(run, manifests: dict[str, dict]) -> dict:
     report = build_report(run, manifests)
     write_json(Path(run.dir) / "report.json", report)
     (Path(run.dir) / "report.md").write_text(render_markdown(report))
+    from distill.html_report import write_html
+
+    write_html(Path(run.dir), report)
+    # the resolved recipe beside its outputs: `distill publish RUN_DIR` builds the cards from it
+    (Path(run.dir) / "recipe.yaml").write_text(yaml.safe_dump(run.recipe.model_dump(mode="json"), sort_keys=False))
     return {"rows_in": 0, "rows_out": 0, "seconds": 0.0, "fingerprint": "", "path": str(Path(run.dir) / "report.json")}

@@ -36,6 +36,7 @@ from typing import Any, Callable
 import polars as pl
 
 from distill.engines import Engine, Request, SamplingParams, stream_batches
+from distill.progress import progress
 from distill.schema import content_id
 from distill.storage import file_sha256, read_json, write_json, write_parquet
 
@@ -257,6 +258,7 @@ def generate_traces(
     prefix: str = "shard",
     rank: int = 0,
     world_size: int = 1,
+    desc: str | None = None,
 ) -> dict:
     """Generate every missing shard (of this worker's share); return this pass's accounting.
 
@@ -306,6 +308,7 @@ def generate_traces(
                 for s in todo
             )
             t0 = last = time.perf_counter()
+            bar = progress(sum(len(s.expected) for s in todo), desc or f"sample {out_dir.name}", unit="samples")
             for b, results in stream_batches(engine, batches, params):
                 shard = todo[b]
                 table, tok = _assemble(shard, results, params, model_label, context)
@@ -320,6 +323,8 @@ def generate_traces(
                 stats["completion_tokens"] += tok["completion_tokens"]
                 stats["prompt_tokens"] += tok["prompt_tokens"]
                 log.info("%s: %d samples", shard.path.name, table.height)
+                bar.update(table.height)
+            bar.close()
             stats["engine_seconds"] = time.perf_counter() - t0
         finally:
             engine.close()

