@@ -197,6 +197,7 @@ def _axes(x0: float, x1: float, y0: float, y1: float, xlabel: str, ylabel: str, 
 def histogram(values: list[float] | dict[str, list[float]] | None, xlabel: str, bins: int = 20, color: str = PALETTE[0]) -> str | None:
     """A histogram; a dict of series is stacked (one colour each, with a legend)."""
     series = values if isinstance(values, dict) else {"": values or []}
+    colours = {k: PALETTE[j % len(PALETTE)] for j, k in enumerate(series)}  # fixed per series, drawn or not
     series = {k: v for k, v in series.items() if v}
     if not series:
         return None
@@ -213,7 +214,7 @@ def histogram(values: list[float] | dict[str, list[float]] | None, xlabel: str, 
     out = [axes]
     base = [0] * bins
     for j, (k, cs) in enumerate(counts.items()):
-        col = color if len(counts) == 1 else PALETTE[j % len(PALETTE)]
+        col = color if len(colours) == 1 else colours[k]
         for i, c in enumerate(cs):
             if not c:
                 continue

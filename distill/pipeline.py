@@ -386,5 +386,6 @@ def run_pipeline(run: Run, only: str | None = None, call: Call = _direct) -> dic
         return m
     if step("report", report_stage, m):
         return m
-    step("publish", publish_stage, m)
+    if run.recipe.publish.enabled:
+        step("publish", publish_stage, m)
     return m

@@ -192,12 +192,11 @@ def publish(run_dir: Path, recipe: Recipe, *, dry_run: bool, out: Path | None = 
 
 
 def publish_stage(run, manifests: dict[str, dict]) -> dict:
-    """The pipeline's last stage: off unless `publish.enabled`; a dry run writes under the run directory."""
+    """The pipeline's last stage (run only when `publish.enabled`); a dry run writes under the run directory.
+    Never reused: it always publishes the run as it is now."""
     cfg = run.recipe.publish
-    if not cfg.enabled:
-        return {"rows_in": 0, "rows_out": 0, "seconds": 0.0, "fingerprint": "", "enabled": False}
     out = Path(cfg.dry_run_dir) if cfg.dry_run_dir else Path(run.dir) / "publish"
     result = publish(Path(run.dir), run.recipe, dry_run=cfg.dry_run, out=out)
-    return {"rows_in": 0, "rows_out": len(result["repos"]), "seconds": 0.0, "fingerprint": "", "enabled": True,
+    return {"rows_in": 0, "rows_out": len(result["repos"]), "seconds": 0.0, "fingerprint": "", "cached": False,
             "dry_run": cfg.dry_run, "revision": result["revision"], "token": result["token"],
             "repos": [r["repo_id"] for r in result["repos"]], "out": result.get("out")}
