@@ -81,6 +81,7 @@ def tiny_run(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     env = {
         **os.environ, "HF_TOKEN": CANARY_TOKEN, "PREFECT_HOME": str(root / "prefect"), "HF_HOME": str(root / "hf_home"),
         "R1_DISTILL_PROGRESS": "1", "OMP_NUM_THREADS": "1",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "600",  # a loaded CI machine can take minutes
     }
     out = subprocess.run([sys.executable, "-m", "distill.cli", "run", "--config", str(config)], env=env,
                          capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
