@@ -114,7 +114,7 @@ def public(obj: Any, run_dir: str | None = None) -> Any:
     """No machine paths in cards: an absolute path becomes relative to the run directory when inside it,
     else its last two components."""
     if isinstance(obj, dict):
-        return {k: public(v, run_dir) for k, v in obj.items()}
+        return {public(k, run_dir): public(v, run_dir) for k, v in obj.items()}
     if isinstance(obj, list):
         return [public(v, run_dir) for v in obj]
     if isinstance(obj, str) and obj.startswith("/"):

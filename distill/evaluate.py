@@ -232,7 +232,7 @@ def evaluate_model(
     scores go to `scores_path` (for paired before/after differences)."""
     stats = generate_traces(
         prompts, out_dir, model_label=model_label, params=params, engine_factory=engine_factory,
-        shard_size=shard_size, system_prompt=system_prompt, desc=f"eval {out_dir.name}",
+        shard_size=shard_size, system_prompt=system_prompt, desc=f"eval {out_dir.parent.name}/{out_dir.name}",
     )
     df = verify_table(read_table(out_dir), verifier=verifier)
     result = score_samples(df, params.n)
