@@ -12,10 +12,11 @@ setup:
 demo: setup
 	$(VENV)/bin/distill run --config recipes/demo.yaml
 
-# fast tier, then the slow end-to-end tier (real vLLM engine, whole flows)
+# fast tier, then the slow end-to-end tier (real vLLM engine, whole flows, a local Ray instance) next to a
+# real Prefect server on 127.0.0.1 that tests/test_prefect_server.py deploys to (stopped by PID afterwards)
 test: setup
 	$(VENV)/bin/python -m pytest -q -m "not slow"
-	$(VENV)/bin/python -m pytest -q -m slow
+	bash scripts/with-prefect-server.sh $(VENV)/bin/python -m pytest -q -m slow
 
 test-fast: setup
 	$(VENV)/bin/python -m pytest -q -m "not slow"

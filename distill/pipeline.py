@@ -28,8 +28,11 @@ STARTED = "_started.json"
 
 
 class Run:
-    def __init__(self, recipe: Recipe, run_dir: str | Path | None = None):
+    def __init__(self, recipe: Recipe, run_dir: str | Path | None = None, sampler: Callable[..., dict] | None = None):
         self.recipe = recipe
+        # one sampling pass in place of this machine's workers, same signature as sample.generate_traces
+        # less `rank`/`world_size` (flows/ray_sampling.py maps the shards over a Ray cluster)
+        self.sampler = sampler
         # absolute, so manifests and Prefect results name the same files from any working directory
         self.dir = (Path(run_dir) if run_dir else recipe.resolved_run_dir()).resolve()
 
@@ -144,7 +147,9 @@ def sample_stage(run: Run, prompts_m: dict, teacher_m: dict) -> dict:
         )
         dp = cfg.vllm.data_parallel_size if cfg.engine == "vllm" else 1
         shared = None
-        if dp > 1:
+        if run.sampler is not None:
+            one_pass = partial(run.sampler, engine_factory=factory, **common)
+        elif dp > 1:
             tp_pp = cfg.vllm.tensor_parallel_size * cfg.vllm.pipeline_parallel_size
             one_pass = partial(generate_traces_parallel, workers=dp, devices_per_worker=tp_pp, engine_factory=factory, **common)
         else:

