@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="the whole pipeline as a Prefect flow")
     recipe_args(sp)
     sp.add_argument("--no-prefect", action="store_true", help="run the stages in-process without Prefect")
+    sp.add_argument("--ray", metavar="ADDRESS", help="map the sampling shards over Ray: 'auto' (the cluster this node "
+                    "joined with `ray start`), 'ray://HOST:10001', or 'local' (start an instance here)")
+    sp.add_argument("--ray-workers", type=int, metavar="N", help="Ray workers for sampling, one vLLM engine each (default 2)")
     for stage in STAGE_COMMANDS:
         sp = sub.add_parser(stage, help=f"run the pipeline up to and including `{stage}`")
         recipe_args(sp)
@@ -94,6 +97,22 @@ def main(argv: list[str] | None = None) -> int:
     except (RecipeError, FileNotFoundError, ValueError) as e:
         print(f"distill {args.command}: error: {e}", file=sys.stderr)
         return 2
+
+
+def _ray_settings(args):
+    """--ray / --ray-workers as flows.ray_sampling.RaySettings (None: sample on this machine)."""
+    address, workers = getattr(args, "ray", None), getattr(args, "ray_workers", None)
+    if address is None:
+        if workers is not None:
+            raise ValueError("--ray-workers needs --ray ADDRESS (or --ray local)")
+        return None
+    if args.no_prefect:
+        raise ValueError("--ray runs through Prefect's Ray task runner: drop --no-prefect")
+    if workers is not None and workers < 1:
+        raise ValueError(f"--ray-workers must be >= 1, got {workers}")
+    from flows.ray_sampling import RaySettings
+
+    return RaySettings(address=None if address == "local" else address, **({"workers": workers} if workers else {}))
 
 
 def _dispatch(args) -> int:
@@ -154,10 +173,11 @@ def _dispatch(args) -> int:
         print(render_plan(plan), end="")
         return 2 if plan["errors"] else 0
     only = None if args.command == "run" else args.command
+    ray = _ray_settings(args)
     if args.command == "run" and not args.no_prefect:
         from flows.pipeline import distill_pipeline
 
-        summary = distill_pipeline(recipe, run_dir=args.run_dir, only=only)
+        summary = distill_pipeline(recipe, run_dir=args.run_dir, only=only, ray=ray)
     else:
         from distill.pipeline import Run, run_pipeline
 

@@ -56,10 +56,25 @@ class RaySettings(BaseModel):
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
         # one thread pool per worker of its own size: oversubscribed OpenMP pools made CPU work 10x slower here
         env["OMP_NUM_THREADS"] = str(max(1, int(self.cpus_per_worker)))
+        api = prefect_api_url()
+        if api:  # the workers report their task runs to this flow's server (else each would start one of its own)
+            env["PREFECT_API_URL"] = api
         init: dict[str, Any] = {"runtime_env": {"env_vars": env}, "include_dashboard": False, "log_to_driver": True}
         if self.address is None:
             init |= {"num_cpus": self.local_cpus or os.cpu_count(), "object_store_memory": self.object_store_mb * 2**20}
         return RayTaskRunner(address=self.address, init_kwargs=init)
+
+
+def prefect_api_url() -> str | None:
+    """The API this process talks to: PREFECT_API_URL, or the temporary local server of this flow run."""
+    from prefect.context import FlowRunContext
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return PREFECT_API_URL.value()
+    ctx = FlowRunContext.get()
+    client = getattr(ctx, "client", None) if ctx else None
+    return str(client.api_url) if client is not None else None
 
 
 def _bind_cpus(rank: int, cpus_per_worker: float) -> None:
@@ -128,6 +143,10 @@ class RaySampler:
         import ray
 
         if not ray.is_initialized():
+            if self.settings.address is None:
+                # Ray runs its workers at nice 15 by default: on a busy node they then starve behind every
+                # other process (engines took minutes to start here). A cluster sets this at `ray start`.
+                os.environ.setdefault("RAY_worker_niceness", "0")
             runner = self.settings.task_runner()
             ray.init(*((runner.address,) if runner.address and runner.address != "auto" else ()), **runner.init_kwargs)
             self._owns_ray = True
