@@ -51,7 +51,7 @@ def test_sampling_over_two_ray_workers_with_vllm(tiny_llama, tmp_path):
     }
     if os.environ.get("R1_DISTILL_TEST_PREFECT_API_URL"):  # make test's server: the Ray workers report to it too
         env["PREFECT_API_URL"] = os.environ["R1_DISTILL_TEST_PREFECT_API_URL"]
-    out = subprocess.run([sys.executable, "-c", script, str(cfg)], env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    out = subprocess.run([sys.executable, "-c", script, str(cfg)], env=env, capture_output=True, text=True, timeout=2400, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
     summary = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("SUMMARY "))[8:])
     assert summary["sample"]["rows_out"] == 6 * 2 and summary["sample"]["cached"] is False
