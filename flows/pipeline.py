@@ -29,7 +29,7 @@ def planned_stages(recipe: Recipe, only: str | None) -> list[str]:
     for s in STAGES:
         if s == "sft":
             names += [f"sft:{st.name}" for st in recipe.students]
-        elif s != "eval" or recipe.eval.enabled:
+        elif not (s == "eval" and not recipe.eval.enabled) and not (s == "publish" and not recipe.publish.enabled):
             names.append(s)
         if s == only:
             break

@@ -104,7 +104,10 @@ def test_stage_flows_gpu_slots_and_progress_denominator():
     assert {f.name for f in STAGE_FLOWS.values()} == {f"distill-{s}" for s in STAGE_FLOWS}
     r = recipe_from_dict({"name": "My_Recipe", "students": [{"name": "a"}, {"name": "b"}],
                           "sampling": {"engine": "vllm", "vllm": {"tensor_parallel_size": 2, "data_parallel_size": 2}}})
-    assert planned_stages(r, None) == ["prompts", "teacher", "sample", "verify", "curate", "select", "merge", "sft:a", "sft:b", "eval", "report"]
+    from distill.pipeline import STAGES
+
+    expected = [x for s in STAGES if s != "publish" for x in (["sft:a", "sft:b"] if s == "sft" else [s])]  # publish: off by default
+    assert planned_stages(r, None) == expected and expected[:7] == ["prompts", "teacher", "sample", "verify", "curate", "select", "merge"]
     assert planned_stages(r, "sample") == ["prompts", "teacher", "sample"]
     assert stage_gpus("sample", r) == 4 and stage_gpus("sft", r) == 1 and stage_gpus("curate", r) == 0
     r2 = recipe_from_dict({"name": "x", "teacher": {"enabled": False}, "sampling": {"engine": "openai", "openai": {"model": "m", "base_url": "http://127.0.0.1:1/v1"}}})
