@@ -10,6 +10,7 @@ so the loss covers the completion (the assistant turn) only, and the chat templa
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,8 @@ def build_sft_trainer(
     args.update(defaults or {})
     args.update(training_args)
     args["completion_only_loss"] = True  # the loss covers the assistant turn only, whatever the recipe says
-    args.setdefault("model_init_kwargs", model_init_kwargs())
+    # dtype (and QLoRA's quantisation) first; the recipe's own keys (attn_implementation, ...) win
+    args["model_init_kwargs"] = model_init_kwargs() | quantization_kwargs(lora) | dict(args.get("model_init_kwargs") or {})
     if args.get("eos_token"):  # SFTTrainer sets it on the tokenizer; lint what will be trained
         tokenizer.eos_token = args["eos_token"]
     # before anything trains: every kind of row, rendered and masked as the trainer will
@@ -72,19 +74,100 @@ def build_sft_trainer(
     return trainer, lint
 
 
+def quantization_kwargs(lora: LoraConfig) -> dict[str, Any]:
+    """QLoRA: load the frozen base in 4-bit NF4 (bitsandbytes, CUDA only); nothing otherwise."""
+    if not lora.load_in_4bit:
+        return {}
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError("lora.load_in_4bit (QLoRA) needs a CUDA GPU: bitsandbytes' 4-bit kernels do not run on CPU")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ValueError("lora.load_in_4bit (QLoRA) needs the bitsandbytes package: pip install bitsandbytes") from None
+    from transformers import BitsAndBytesConfig
+
+    # bf16 storage lets FSDP / ZeRO-3 shard the packed 4-bit weights like any bf16 tensor
+    return {"quantization_config": BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.bfloat16,
+    )}
+
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def last_checkpoint(checkpoint_dir: str | Path) -> Path | None:
+    """The newest complete Trainer checkpoint under `checkpoint_dir`, or None.
+
+    The Trainer writes `trainer_state.json` last (after weights, optimizer, scheduler and RNG states),
+    so a checkpoint directory without it was cut short by a kill and is skipped.
+    """
+    d = Path(checkpoint_dir)
+    if not d.is_dir():
+        return None
+    done = [(int(m.group(1)), p) for p in d.iterdir() if (m := _CHECKPOINT.match(p.name)) and (p / "trainer_state.json").is_file()]
+    return max(done)[1] if done else None
+
+
 def train_sft(model_path: str, rows: list[dict], out_dir: Path, **kwargs) -> dict[str, Any]:
-    """Train on prompt/completion rows, save the merged model to `out_dir`; return metrics."""
+    """Train on prompt/completion rows, save the merged model to `out_dir`; return metrics.
+
+    With `save_strategy` set in the training args, a rerun after a kill resumes from the newest complete
+    checkpoint (weights, optimizer, scheduler, RNG and data order), not from step 0.
+    """
     trainer, lint = build_sft_trainer(model_path, rows, out_dir, **kwargs)
+    resume = last_checkpoint(trainer.args.output_dir)
+    if resume:
+        log.info("sft: resuming from %s", resume)
+    from transformers import TrainerCallback
+
+    class StepCounter(TrainerCallback):  # optimizer steps this process actually runs
+        steps = 0
+
+        def on_step_end(self, args, state, control, **kw):
+            self.steps += 1
+
+    counter = StepCounter()
+    trainer.add_callback(counter)
     t0 = time.perf_counter()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - t0
-    save_merged(trainer.model, trainer.processing_class, Path(out_dir))
+    save_student(trainer, model_path, Path(out_dir))
     history = log_history(trainer)
     return {
         "train_seconds": round(seconds, 1),
         "steps": trainer.state.global_step,
+        "resumed_from_step": int(_CHECKPOINT.match(resume.name).group(1)) if resume else None,
+        "steps_run": counter.steps,  # optimizer steps taken by this process (fewer than `steps` after a resume)
         "train_loss": result.training_loss,
         "loss_curve": [h["loss"] for h in history if "loss" in h],
         "rows": len(rows),
         "lint": lint,
     }
+
+
+def save_student(trainer, base_model: str, out_dir: Path) -> None:
+    """Save the merged student. One process: merge in memory. Several (accelerate launch): the Trainer
+    gathers the ZeRO-3/FSDP shards into a full state dict (or the adapter), and the main process merges."""
+    if trainer.accelerator.num_processes == 1:
+        save_merged(trainer.model, trainer.processing_class, out_dir)
+        return
+    gathered = out_dir.parent / f".{out_dir.name}.gathered"
+    trainer.save_model(str(gathered))  # collective: every rank takes part
+    trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.is_main_process:
+        from transformers import AutoModelForCausalLM
+
+        if (gathered / "adapter_config.json").is_file():
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_model), str(gathered))
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(gathered))
+        save_merged(model, trainer.processing_class, out_dir)
+        import shutil
+
+        shutil.rmtree(gathered, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
