@@ -6,6 +6,8 @@
     distill verify --input traces.jsonl --output verified.parquet [--verifier code|math+judge ...]
     distill curate --input verified.parquet --output-dir curated/
     distill publish --dry-run runs/demo OUT                       # the files a Hub push would send
+    distill plan recipes/r1-distill-qwen2.5-32b.yaml --gpu H100-80GB --gpus 8   # memory and GPU-hours
+    distill launch --config recipes/r1-distill-qwen2.5-32b.yaml [--nodes 2]    # sft under accelerate launch
 """
 
 from __future__ import annotations
@@ -68,6 +70,30 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--dry-run", action="store_true", help="write exactly the files that would be pushed to OUT")
     sp.add_argument("--config", "-c", help="recipe (default: RUN_DIR/recipe.yaml, written by the report stage)")
     sp.add_argument("overrides", nargs="*", help="recipe overrides, key=value (e.g. publish.dataset_repo=org/name)")
+    sp = sub.add_parser("plan", help="memory per GPU and GPU-hours per stage, without loading weights")
+    sp.add_argument("config", help="recipe YAML")
+    sp.add_argument("overrides", nargs="*", help="recipe overrides, key=value")
+    sp.add_argument("--gpu", help="GPU kind (H100-80GB, H200, A100-80GB, ...); default: each student's hardware.gpu")
+    sp.add_argument("--gpus", type=int, help="GPUs in all; default: each student's hardware (gpus_per_node x nodes)")
+    sp.add_argument("--gpus-per-node", type=int, help="default: the student's hardware.gpus_per_node")
+    sp.add_argument("--completion-tokens", type=float, help="mean generated tokens per sample (default: min(max_tokens, 6000))")
+    sp.add_argument("--prompt-tokens", type=float, default=200.0)
+    sp.add_argument("--keep-rate", type=float, default=0.5, help="share of samples kept after verify and curate")
+    sp.add_argument("--mfu", type=float, help="SFT model FLOPs utilisation (default by strategy)")
+    sp.add_argument("--gen-tok-s-per-gpu", type=float, help="measured engine throughput (default: a decode roofline)")
+    sp.add_argument("--sft-samples", type=int, help="SFT rows (default: from prompts, n, keep rate, merge ratio)")
+    sp.add_argument("--sft-tokens-per-sample", type=float)
+    sp.add_argument("--json", action="store_true", help="print the plan as JSON")
+    sp = sub.add_parser("launch", help="run the sft stage under `accelerate launch` (multi-GPU, multi-node)")
+    recipe_args(sp)
+    sp.add_argument("--student", help="which student (required when the recipe has several)")
+    sp.add_argument("--nodes", type=int, help="default: the student's hardware.nodes")
+    sp.add_argument("--gpus-per-node", type=int, help="default: the student's hardware.gpus_per_node")
+    sp.add_argument("--machine-rank", default="${MACHINE_RANK}")
+    sp.add_argument("--main-process-ip", default="${MAIN_PROCESS_IP}")
+    sp.add_argument("--port", type=int, default=29500)
+    sp.add_argument("--cpu", action="store_true", help="CPU processes (gloo): smoke tests without GPUs")
+    sp.add_argument("--dry-run", action="store_true", help="print the command; do not run it")
     sp = sub.add_parser("prepare-model", help="convert the embedded SmolLM2 to safetensors in the cache")
     sp.add_argument("model", nargs="?", default="embedded:smollm2-135m-instruct")
     return p
@@ -115,7 +141,47 @@ def _ray_settings(args):
     return RaySettings(address=None if address == "local" else address, **({"workers": workers} if workers else {}))
 
 
+def _plan(args) -> int:
+    from distill.plan import R1_MEAN_COMPLETION, Assumptions, format_plan, plan_recipe
+    from distill.recipe import load_recipe
+
+    recipe = load_recipe(args.config, args.overrides)
+    a = Assumptions(
+        completion_tokens=args.completion_tokens or min(recipe.sampling.max_tokens, R1_MEAN_COMPLETION),
+        prompt_tokens=args.prompt_tokens, keep_rate=args.keep_rate, mfu=args.mfu,
+        gen_tokens_per_s_per_gpu=args.gen_tok_s_per_gpu, sft_samples=args.sft_samples,
+        sft_tokens_per_sample=args.sft_tokens_per_sample,
+    )
+    plan = plan_recipe(recipe, gpu=args.gpu, gpus=args.gpus, gpus_per_node=args.gpus_per_node, assumptions=a)
+    print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
+    return 0
+
+
+def _launch(args) -> int:
+    import subprocess
+
+    from distill.launch import format_command, launch_command, student_of
+
+    recipe = _load(args)
+    cmd = launch_command(
+        args.config, recipe, student=args.student, run_dir=args.run_dir, overrides=args.overrides,
+        nodes=args.nodes, gpus_per_node=args.gpus_per_node, machine_rank=args.machine_rank,
+        main_process_ip=args.main_process_ip, port=args.port, cpu=args.cpu,
+    )
+    nodes = args.nodes or student_of(recipe, args.student).hardware.nodes
+    print(format_command(cmd, nodes), flush=True)
+    if args.dry_run:
+        return 0
+    if "${" in " ".join(cmd):
+        raise ValueError("a multi-node launch needs --machine-rank and --main-process-ip (or use --dry-run for the template)")
+    return subprocess.call(cmd)
+
+
 def _dispatch(args) -> int:
+    if args.command == "plan":
+        return _plan(args)
+    if args.command == "launch":
+        return _launch(args)
     if args.command == "prepare-model":
         from distill.models import resolve_model
 

@@ -298,7 +298,8 @@ def sft_stage(run: Run, merge_m: dict, student_name: str) -> dict:
         write_json(d / "metrics.json", metrics)
         return {"rows_in": df.height, "rows_out": df.height, "model": str(d / "model"), "metrics": metrics, "files": {"model": {}}}
 
-    settings = {"student": student.model_dump(mode="json"), "seed": run.recipe.seed}
+    # where it trains (hardware) does not change what it learns; the batch settings are in training_args
+    settings = {"student": student.model_dump(mode="json", exclude={"hardware"}), "seed": run.recipe.seed}
     return run.stage(f"sft:{student_name}", f"students/{student_name}", settings, [merge_m], body)
 
 
