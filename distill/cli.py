@@ -92,7 +92,6 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--machine-rank", default="${MACHINE_RANK}")
     sp.add_argument("--main-process-ip", default="${MAIN_PROCESS_IP}")
     sp.add_argument("--port", type=int, default=29500)
-    sp.add_argument("--cpu", action="store_true", help="CPU processes (gloo): smoke tests without GPUs")
     sp.add_argument("--dry-run", action="store_true", help="print the command; do not run it")
     sp = sub.add_parser("prepare-model", help="convert the embedded SmolLM2 to safetensors in the cache")
     sp.add_argument("model", nargs="?", default="embedded:smollm2-135m-instruct")
@@ -166,7 +165,7 @@ def _launch(args) -> int:
     cmd = launch_command(
         args.config, recipe, student=args.student, run_dir=args.run_dir, overrides=args.overrides,
         nodes=args.nodes, gpus_per_node=args.gpus_per_node, machine_rank=args.machine_rank,
-        main_process_ip=args.main_process_ip, port=args.port, cpu=args.cpu,
+        main_process_ip=args.main_process_ip, port=args.port,
     )
     nodes = args.nodes or student_of(recipe, args.student).hardware.nodes
     print(format_command(cmd, nodes), flush=True)
@@ -174,7 +173,8 @@ def _launch(args) -> int:
         return 0
     if "${" in " ".join(cmd):
         raise ValueError("a multi-node launch needs --machine-rank and --main-process-ip (or use --dry-run for the template)")
-    return subprocess.call(cmd)
+    # the same launcher through this interpreter: `accelerate` need not be on PATH
+    return subprocess.call([sys.executable, "-m", "accelerate.commands.launch", *cmd[2:]])
 
 
 def _dispatch(args) -> int:

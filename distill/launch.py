@@ -58,7 +58,7 @@ def student_of(recipe: Recipe, name: str | None):
 def launch_command(config: str, recipe: Recipe, *, student: str | None = None, run_dir: str | None = None,
                    overrides: list[str] | None = None, nodes: int | None = None, gpus_per_node: int | None = None,
                    machine_rank: str = "${MACHINE_RANK}", main_process_ip: str = "${MAIN_PROCESS_IP}",
-                   port: int = DEFAULT_PORT, cpu: bool = False) -> list[str]:
+                   port: int = DEFAULT_PORT) -> list[str]:
     """The `accelerate launch` argv for one node of the student's sft stage."""
     st = student_of(recipe, student)
     hw = st.hardware
@@ -73,8 +73,8 @@ def launch_command(config: str, recipe: Recipe, *, student: str | None = None, r
                 "--main_process_port", str(port), "--same_network"]
     else:
         cmd += ["--main_process_port", str(port)]
-    if cpu:  # tests and smoke runs: gloo on CPU processes
-        cmd += ["--cpu"]
+    # (no `--cpu`: accelerate then starts a single process; on a machine without GPUs the DDP config
+    # already runs its processes on CPU over gloo, which is how tests/test_plan.py exercises this path)
     cmd += ["-m", "distill.launch", "--config", config, "--student", st.name]
     if run_dir:
         cmd += ["--run-dir", run_dir]

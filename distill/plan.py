@@ -422,6 +422,9 @@ def format_plan(plan: dict[str, Any]) -> str:
         f"{g['tokens_per_s_per_gpu']} tok/s/GPU ({g['throughput_source']}): {g['gpu_hours']:,} GPU-hours "
         f"({g['wall_hours_on_engine_gpus']:,} h on {g['engine_gpus']} GPU(s))",
     ]
+    if g["throughput_source"] == "roofline":
+        lines.append("        the roofline is an upper bound on throughput (open-r1's R1 run reached 1/24 of it): "
+                     "pass a measured rate with --gen-tok-s-per-gpu (docs/planning.md)")
     for name, s in plan["stages"].items():
         if not name.startswith("sft:"):
             continue

@@ -129,3 +129,38 @@ def test_accelerate_configs_load_with_accelerate(path):
     assert cfg.distributed_type.value == expected
     if kind.startswith("zero"):
         assert cfg.deepspeed_config["zero_stage"] == int(kind[4])
+
+
+@pytest.mark.slow
+def test_launch_runs_the_sft_stage_on_two_processes(tiny_llama, tmp_path):
+    """`distill launch` with the DDP config on a machine without GPUs: accelerate starts 2 processes (DDP over
+    gloo), each runs the sft stage; the main one writes the manifest and the merged student."""
+    import os
+    import subprocess
+    import sys
+
+    import polars as pl
+    import yaml
+
+    run = tmp_path / "run"
+    rows = [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}],
+             "completion": [{"role": "assistant", "content": f"<think>\n{i} + 1 = {i + 1}\n</think>\n\\boxed{{{i + 1}}}"}]}
+            for i in range(16)]
+    (run / "sft_data").mkdir(parents=True)
+    pl.DataFrame(rows).write_parquet(run / "sft_data" / "train.parquet")
+    (run / "sft_data" / "_manifest.json").write_text(json.dumps({"fingerprint": "merge-for-test"}))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "launch-test", "students": [{
+        "name": "s", "model": str(tiny_llama), "lora": {"enabled": False},
+        "hardware": {"strategy": "ddp", "gpus_per_node": 2},
+        "training_args": {"max_steps": 3, "per_device_train_batch_size": 2, "save_strategy": "steps", "save_steps": 2},
+    }]}))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "distill.cli", "launch", "--config", str(recipe), "--run-dir", str(run),
+                           "--port", "29613"], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "accelerate launch" in proc.stdout and "--num_processes 2" in proc.stdout
+    manifest = json.loads((run / "students" / "s" / "_manifest.json").read_text())
+    assert manifest["processes"] == 2 and manifest["metrics"]["steps"] == 3
+    assert (run / "students" / "s" / "model" / "model.safetensors").is_file()
+    assert (run / "students" / "s" / ".model.checkpoints" / "checkpoint-2" / "trainer_state.json").is_file()
