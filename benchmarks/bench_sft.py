@@ -168,21 +168,19 @@ def main() -> int:
         settings = {"packing": True, "per_device_train_batch_size": a.batch, "max_length": a.max_length,
                     "max_steps": a.steps, "learning_rate": 1e-4, "logging_steps": 10**6}
         ratios, cpu_ratios, ours_all, bare_all, ours_cpu, bare_cpu = [], [], [], [], [], []
+        from distill.recipe import LoraConfig
+        from distill.sft import build_sft_trainer
+
         for r in range(a.rounds):
             out = tmp / f"r{r}" / "m"
+            # the SFTConfig our stage builds, from a trainer built before either side runs (the same object
+            # whichever side goes first)
+            fresh = build_sft_trainer(model, rows, out, lora=LoraConfig(enabled=False), training_args=settings)[0]
+            args = copy.deepcopy(fresh.args)
+            del fresh
             res = {}
             for side in (("ours", "bare") if r % 2 == 0 else ("bare", "ours")):
-                if side == "ours":
-                    trainer, times = run_ours(model, rows, out, settings)
-                    args = trainer.args
-                    del trainer
-                else:
-                    if "ours" not in res:  # the bare side needs the exact SFTConfig ours built
-                        from distill.recipe import LoraConfig
-                        from distill.sft import build_sft_trainer
-
-                        args = build_sft_trainer(model, rows, out, lora=LoraConfig(enabled=False), training_args=settings)[0].args
-                    times = run_bare(model, rows, args)
+                times = run_ours(model, rows, out, settings)[1] if side == "ours" else run_bare(model, rows, args)
                 res[side] = statistics.median(t[0] for t in times[2:])
                 res[side + "_cpu"] = statistics.median(t[1] for t in times[2:])
             ratios.append(res["bare"] / res["ours"])

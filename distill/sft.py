@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -167,7 +168,5 @@ def save_student(trainer, base_model: str, out_dir: Path) -> None:
         else:
             model = AutoModelForCausalLM.from_pretrained(str(gathered))
         save_merged(model, trainer.processing_class, out_dir)
-        import shutil
-
         shutil.rmtree(gathered, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
