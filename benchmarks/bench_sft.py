@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import random
 import statistics
 import sys
@@ -180,6 +181,7 @@ def main() -> int:
             del fresh
             res = {}
             for side in (("ours", "bare") if r % 2 == 0 else ("bare", "ours")):
+                gc.collect()  # the previous side's trainer, not this side's steps, pays for its cleanup
                 times = run_ours(model, rows, out, settings)[1] if side == "ours" else run_bare(model, rows, args)
                 res[side] = statistics.median(t[0] for t in times[2:])
                 res[side + "_cpu"] = statistics.median(t[1] for t in times[2:])
