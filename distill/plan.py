@@ -371,8 +371,11 @@ def plan_recipe(recipe, *, gpu: str | None = None, gpus: int | None = None, gpus
     kept = samples * a.keep_rate
     if s.rejection.keep_k:
         kept = min(kept, recipe.prompts.n_train * s.rejection.keep_k)
-    sft_samples = a.sft_samples or int(kept / (1 - nr))
+    # the merge mixes by tokens: reasoning tokens are (1 - non_reasoning_fraction) of the set, unless
+    # merge.total_tokens fixes the total; rows are counted as if every row had the reasoning rows' length
     per_sample = a.sft_tokens_per_sample or (a.prompt_tokens + a.completion_tokens)
+    total = recipe.merge.total_tokens
+    sft_samples = a.sft_samples or (int(total / per_sample) if total else int(kept / (1 - nr)))
     for st in recipe.students:
         hw = st.hardware
         g = gpu_spec(gpu) if gpu else gpu_spec(hw.gpu)
