@@ -10,7 +10,6 @@ so the loss covers the completion (the assistant turn) only, and the chat templa
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 from distill.recipe import LoraConfig
 from distill.lint import TemplateLintError, lint_rows, stop_token_ids  # noqa: F401  (TemplateLintError re-exported)
-from distill.training import base_args, log_history, model_init_kwargs, peft_config, save_merged
+from distill.training import base_args, checkpoint_step, last_checkpoint, log_history, model_init_kwargs, peft_config, save_merged
 
 log = logging.getLogger(__name__)
 
@@ -96,22 +95,6 @@ def quantization_kwargs(lora: LoraConfig) -> dict[str, Any]:
     )}
 
 
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-
-
-def last_checkpoint(checkpoint_dir: str | Path) -> Path | None:
-    """The newest complete Trainer checkpoint under `checkpoint_dir`, or None.
-
-    The Trainer writes `trainer_state.json` last (after weights, optimizer, scheduler and RNG states),
-    so a checkpoint directory without it was cut short by a kill and is skipped.
-    """
-    d = Path(checkpoint_dir)
-    if not d.is_dir():
-        return None
-    done = [(int(m.group(1)), p) for p in d.iterdir() if (m := _CHECKPOINT.match(p.name)) and (p / "trainer_state.json").is_file()]
-    return max(done)[1] if done else None
-
-
 def train_sft(model_path: str, rows: list[dict], out_dir: Path, **kwargs) -> dict[str, Any]:
     """Train on prompt/completion rows, save the merged model to `out_dir`; return metrics.
 
@@ -140,7 +123,7 @@ def train_sft(model_path: str, rows: list[dict], out_dir: Path, **kwargs) -> dic
     return {
         "train_seconds": round(seconds, 1),
         "steps": trainer.state.global_step,
-        "resumed_from_step": int(_CHECKPOINT.match(resume.name).group(1)) if resume else None,
+        "resumed_from_step": checkpoint_step(resume) if resume else None,
         "steps_run": counter.steps,  # optimizer steps taken by this process (fewer than `steps` after a resume)
         "train_loss": result.training_loss,
         "loss_curve": [h["loss"] for h in history if "loss" in h],

@@ -8,6 +8,7 @@ and saves a merged, full checkpoint that transformers and vLLM both load.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +77,24 @@ def save_merged(model, tokenizer, out_dir: Path) -> Path:
 def log_history(trainer) -> list[dict[str, Any]]:
     """Per-step training logs (loss, rewards, lengths) without the final summary row."""
     return [h for h in trainer.state.log_history if "step" in h and "train_runtime" not in h]
+
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def last_checkpoint(checkpoint_dir: str | Path) -> Path | None:
+    """The newest complete Trainer checkpoint under `checkpoint_dir`, or None (SFT and GRPO alike).
+
+    The Trainer writes `trainer_state.json` last (after weights, optimizer, scheduler and RNG states),
+    so a checkpoint directory without it was cut short by a kill and is skipped.
+    """
+    d = Path(checkpoint_dir)
+    if not d.is_dir():
+        return None
+    done = [(int(m.group(1)), p) for p in d.iterdir() if (m := _CHECKPOINT.match(p.name)) and (p / "trainer_state.json").is_file()]
+    return max(done)[1] if done else None
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    """The global step of a `checkpoint-N` directory."""
+    return int(_CHECKPOINT.match(checkpoint.name).group(1))

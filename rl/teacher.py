@@ -21,7 +21,7 @@ import polars as pl
 
 from distill.models import resolve_model
 from distill.recipe import GRPOSection
-from distill.training import base_args, log_history, model_init_kwargs, on_gpu, peft_config, save_merged
+from distill.training import base_args, checkpoint_step, last_checkpoint, log_history, model_init_kwargs, on_gpu, peft_config, save_merged
 from rl.rewards import build_rewards
 from rl.templates import Template, build_template
 
@@ -41,14 +41,6 @@ GRPO_DEFAULTS: dict[str, Any] = {
     "save_steps": 10,
     "save_total_limit": 2,
 }
-
-
-def last_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The newest `checkpoint-N` whose trainer state was written (a kill mid-save leaves one without)."""
-    if not ckpt_dir.is_dir():
-        return None
-    done = [p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
-    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
 def grpo_args(cfg: GRPOSection, ckpt_dir: Path, seed: int) -> dict[str, Any]:
@@ -115,7 +107,7 @@ def run_grpo(model: str, prompts: pl.DataFrame, cfg: GRPOSection, out_dir: Path,
     return {
         "train_seconds": round(seconds, 1),
         "steps": trainer.state.global_step,
-        "resumed_from_step": int(resume.name.split("-")[-1]) if resume else None,
+        "resumed_from_step": checkpoint_step(resume) if resume else None,
         "template": template.describe(),
         "rewards": [s.model_dump() for s in cfg.rewards],
         "step": [h["step"] for h in steps],
