@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -695,6 +696,26 @@ class Recipe(Section):
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """SafeLoader that reads numbers like YAML 1.2: `1e-5` and `1.0e5` are floats.
+
+    PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent, so `learning_rate: 1e-5`
+    would arrive as the string "1e-5" and fail deep inside the trainer instead of meaning 0.00001.
+    """
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse recipe YAML (safe, with YAML 1.2 floats)."""
+    return yaml.load(text, Loader=_RecipeLoader)
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """`a.b.c=value` -> (["a","b","c"], value), the value parsed as YAML (numbers, bools, lists)."""
     if "=" not in item:
@@ -704,7 +725,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not path:
         raise RecipeError(f"override {item!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = read_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise RecipeError(f"override {item!r}: value is not valid YAML: {e}") from e
     return path, value
@@ -759,7 +780,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if not path.is_file():
         raise RecipeError(f"recipe file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise RecipeError(f"recipe {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):

@@ -70,3 +70,17 @@ def test_section_hash_tracks_only_its_section():
 def test_duplicate_student_names_rejected():
     with pytest.raises(RecipeError, match="duplicate student"):
         recipe_from_dict({"name": "x", "students": [{"name": "a"}, {"name": "a"}]})
+
+
+def test_exponent_numbers_are_floats_in_files_and_overrides(tmp_path):
+    # PyYAML (YAML 1.1) reads `1e-5` as a string, which would reach TRL's optimizer as "1e-5".
+    p = tmp_path / "r.yaml"
+    p.write_text("name: x\nstudents:\n  - name: s\n    training_args: {learning_rate: 1e-5, weight_decay: 1.0e1}\n")
+    args = load_recipe(p).students[0].training_args
+    assert args["learning_rate"] == 1e-5 and isinstance(args["learning_rate"], float)
+    assert args["weight_decay"] == 10.0
+    r = recipe_from_dict({"name": "x", "students": [{"name": "s"}]}, overrides=["students.0.training_args.learning_rate=2e-4"])
+    assert r.students[0].training_args["learning_rate"] == 2e-4
+    # what is not a number stays a string, and quoting keeps one
+    r = recipe_from_dict({"name": "x", "students": [{"name": "s"}]}, overrides=["name=1e5x", "description='1e-4'"])
+    assert r.name == "1e5x" and r.description == "1e-4"
