@@ -168,3 +168,16 @@ def test_plan_reports_what_trl_refuses(capsys):
                    "teacher.grpo.training_args.per_device_train_batch_size=5", "teacher.grpo.training_args.gradient_accumulation_steps=1"])
     out = capsys.readouterr().out
     assert rc == 2 and "must be a multiple of num_generations" in out
+
+
+def test_cpu_runs_skip_gradient_checkpointing_unless_the_recipe_asks(tmp_path):
+    # TRL checkpoints gradients by default; on a CPU that only recomputes the forward pass
+    from distill.training import base_args
+    from rl.teacher import grpo_args
+
+    assert not torch.cuda.is_available()
+    assert base_args(tmp_path, 0)["gradient_checkpointing"] is False
+    cfg = _teacher(Path("m"), 2).grpo
+    assert grpo_args(cfg, tmp_path, 0)["gradient_checkpointing"] is False
+    cfg = _teacher(Path("m"), 2, gradient_checkpointing=True).grpo
+    assert grpo_args(cfg, tmp_path, 0)["gradient_checkpointing"] is True
