@@ -92,7 +92,10 @@ def teacher_stage(run: Run, prompts_m: dict) -> dict:
         excluded = set(pl.read_parquet(run.dir / "prompts" / "eval.parquet")["prompt_id"])
         metrics = train_teacher(cfg, train, d, seed=run.recipe.seed, system_prompt=run.recipe.prompts.system_prompt, exclude=excluded)
         write_json(d / "metrics.json", metrics)
-        return {"rows_in": train.height, "rows_out": train.height, "model": str(d / "model"), "trained": True, "files": {"model": {}}}
+        out = {"rows_in": train.height, "rows_out": train.height, "model": str(d / "model"), "trained": True, "files": {"model": {}}}
+        if cfg.grpo.enabled:  # what GRPO started from, for the eval's before/after-RL comparison
+            out["rl_start_model"] = str(d / "cold_start") if cfg.cold_start.enabled else resolve_model(cfg.model)
+        return out
 
     settings = {"teacher": run.recipe.section_hash("teacher"), "seed": run.recipe.seed, "system": run.recipe.prompts.system_prompt}
     return run.stage("teacher", "teacher", settings, [prompts_m], body)
@@ -303,6 +306,9 @@ def sft_stage(run: Run, merge_m: dict, student_name: str) -> dict:
     return run.stage(f"sft:{student_name}", f"students/{student_name}", settings, [merge_m], body)
 
 
+TEACHER_RL = "teacher after GRPO"  # pair key of the teacher's RL delta; student names cannot hold a space
+
+
 def eval_stage(run: Run, prompts_m: dict, teacher_m: dict, sft_ms: dict[str, dict]) -> dict:
     from distill.engines import SamplingParams
     from distill.evaluate import evaluate_all
@@ -315,6 +321,9 @@ def eval_stage(run: Run, prompts_m: dict, teacher_m: dict, sft_ms: dict[str, dic
         models: dict[str, tuple[str, str]] = {}
         pairs: dict[str, tuple[str, str]] = {}
         if cfg.include_teacher:
+            if cfg.include_teacher_before_rl and teacher_m.get("rl_start_model"):
+                models["teacher_before_rl"] = (teacher_m["rl_start_model"], _model_label("teacher_before_rl", teacher_m))
+                pairs[TEACHER_RL] = ("teacher_before_rl", "teacher")
             models["teacher"] = (teacher_m["model"], _model_label("teacher", teacher_m))
         for i, s in enumerate(run.recipe.students):
             suffix = "" if i == 0 else f":{s.name}"
@@ -325,9 +334,10 @@ def eval_stage(run: Run, prompts_m: dict, teacher_m: dict, sft_ms: dict[str, dic
             models, cfg, d, heldout=prompts, heldout_verifier=run.recipe.verify.verifier, system_prompt=run.recipe.prompts.system_prompt,
             engine_factory=lambda path: _engine_factory(cfg.engine, path, cfg.seed, None, cfg.vllm), pairs=pairs,
         )
-        write_json(d / "results.json", {"results": results, "delta": deltas, "manifest": manifest})
+        teacher_delta = deltas.pop(TEACHER_RL, {})  # `delta` stays student -> benchmark (the cards read it)
+        write_json(d / "results.json", {"results": results, "delta": deltas, "teacher_delta": teacher_delta, "manifest": manifest})
         n = sum(b["n_prompts"] for b in manifest["benchmarks"].values()) * len(models)
-        return {"rows_in": n, "rows_out": n * cfg.k, "results": results, "delta": deltas, "eval_manifest": manifest,
+        return {"rows_in": n, "rows_out": n * cfg.k, "results": results, "delta": deltas, "teacher_delta": teacher_delta, "eval_manifest": manifest,
                 "files": {"eval_manifest.json": {}}}
 
     settings = {"eval": run.recipe.section_hash("eval"), "verify": run.recipe.section_hash("verify"), "system": run.recipe.prompts.system_prompt}

@@ -621,6 +621,9 @@ class EvalConfig(Section):
     max_tokens: int = Field(256, ge=1)
     seed: int = 0
     include_teacher: bool = True
+    # also score the model GRPO started from (the cold-start checkpoint, or the base for R1-Zero) and
+    # report the teacher after RL minus before, paired over the same prompts (report.md, report.json)
+    include_teacher_before_rl: bool = True
     heldout: bool = True  # the pipeline's held-out prompts (prompts/eval.parquet), with verify.verifier
     benchmarks: list[EvalBenchmark] = Field(default_factory=list)
     vllm: VLLMSettings = VLLMSettings()

@@ -72,6 +72,7 @@ def build_report(run, manifests: dict[str, dict]) -> dict:
         "eval": ev.get("results", {}),
         "eval_manifest": ev.get("eval_manifest", {}),
         "eval_delta": ev.get("delta", {}),  # student -> benchmark -> after - before, paired 95% CI
+        "teacher_rl_delta": ev.get("teacher_delta", {}),  # benchmark -> teacher after GRPO - before
     }
 
 
@@ -127,8 +128,23 @@ def render_markdown(report: dict) -> str:
     for name, r in report["eval"].items():
         cons = next((v for key, v in r.items() if key.startswith("cons@")), None)
         lines.append(f"| {name} | {r['pass@1']:.3f} | {r['pass@1_ci95']} | {cons} | {r['format_rate']:.3f} | {r['n_prompts']} | {r['k']} |")
+    lines += _teacher_rl_lines(report.get("teacher_rl_delta") or {}, report["eval"])
     lines += _mix_lines(report.get("mix") or {}) + _delta_lines(report.get("eval_delta") or {})
     return "\n".join(lines) + "\n"
+
+
+def _teacher_rl_lines(delta: dict, results: dict) -> list[str]:
+    """The teacher after GRPO minus the model GRPO started from, on the held-out prompts: did RL help?"""
+    if not delta:
+        return []
+    lines = ["", "## Teacher after GRPO minus before (pass@1, paired over the same prompts)", "",
+             "| benchmark | before | after | difference | 95% CI | prompts |", "|---|---:|---:|---:|---|---:|"]
+    for bench, d in delta.items():
+        lines.append(f"| {bench} | {d['before']} | {d['after']} | {d['delta']:+.4f} | {d['ci95']} | {d['n_prompts']} |")
+    b, a = results.get("teacher_before_rl"), results.get("teacher")
+    if b and a and b.get("format_rate") is not None and a.get("format_rate") is not None:
+        lines += ["", f"Format rate (held-out): {b['format_rate']:.3f} before GRPO, {a['format_rate']:.3f} after."]
+    return lines
 
 
 def _mix_lines(mix: dict) -> list[str]:

@@ -53,7 +53,7 @@ def test_pipeline_end_to_end_reuse_and_invalidation(tiny_llama, tmp_path):
     assert report["stages"]["sample"]["rows_out"] == 6 * 2
     assert len(report["teacher"]["reward_curve"]) == 2
     assert isinstance(report["reject_reasons"], dict)
-    for key in ("teacher", "student_before", "student_after"):
+    for key in ("teacher_before_rl", "teacher", "student_before", "student_after"):
         assert set(report["eval"][key]) >= {"pass@1", "n_prompts", "k"}
         assert report["eval"][key]["n_prompts"] == 3 and report["eval"][key]["k"] == 2
 
@@ -70,6 +70,11 @@ def test_pipeline_end_to_end_reuse_and_invalidation(tiny_llama, tmp_path):
     assert report["eval_manifest"]["n"] == 2 and (run_dir / "eval" / "eval_manifest.json").is_file()
     delta = report["eval_delta"]["tiny-student"]["heldout"]
     assert delta["n_prompts"] == 3 and "ci95" in delta and "## SFT mix (by tokens)" in (run_dir / "report.md").read_text()
+    # did RL help the teacher: the cold-start checkpoint GRPO started from against the GRPO result
+    rl = report["teacher_rl_delta"]["heldout"]
+    assert (rl["before_model"], rl["after_model"]) == ("teacher_before_rl", "teacher") and rl["n_prompts"] == 3
+    assert set(report["eval_delta"]) == {"tiny-student"}
+    assert "## Teacher after GRPO minus before" in (run_dir / "report.md").read_text()
 
     # a second run reuses every stage
     again = run_pipeline(Run(recipe))
