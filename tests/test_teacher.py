@@ -181,3 +181,33 @@ def test_cpu_runs_skip_gradient_checkpointing_unless_the_recipe_asks(tmp_path):
     assert grpo_args(cfg, tmp_path, 0)["gradient_checkpointing"] is False
     cfg = _teacher(Path("m"), 2, gradient_checkpointing=True).grpo
     assert grpo_args(cfg, tmp_path, 0)["gradient_checkpointing"] is True
+
+
+@pytest.mark.slow
+def test_fewshot_cold_start_keeps_verified_formatted_traces_from_a_real_model(tmp_path):
+    # the kept path: SmolLM2 after the demo's own cold start (8 full fine-tuning steps, trained here)
+    # writes the format, so with one long example in context some of its answers verify; every kept
+    # trace is checked again, and the kept rows render into cold-start SFT rows
+    from transformers import AutoTokenizer
+
+    from distill.models import resolve_model
+    from rl.cold_start import collect, render, run_cold_start
+    from rl.rewards import Accuracy
+    from rl.templates import build_template
+
+    demo = load_recipe(REPO / "recipes" / "demo.yaml").teacher
+    base = resolve_model(demo.model)
+    template = build_template(demo.template, AutoTokenizer.from_pretrained(base))
+    prompts = _prompts(4)
+    run_cold_start(base, demo.cold_start, template, tmp_path / "cs", seed=0, exclude=set(), prompts=prompts)
+    cfg = TeacherConfig.model_validate({"cold_start": {"source": "fewshot", "n_examples": 4, "fewshot": {
+        "engine": "transformers", "shots": 1, "samples_per_prompt": 2, "max_tokens": 96, "temperature": 0.7,
+        "examples": str(REPO / "data" / "cold_start_examples.jsonl")}}}).cold_start
+    rows = collect(cfg, template, seed=0, exclude=set(), model=str(tmp_path / "cs"), prompts=prompts)
+    assert 1 <= len(rows) <= 4 and len({r["prompt"] for r in rows}) == len(rows)  # one trace per prompt
+    gold = dict(zip(prompts["prompt"], prompts["answer"]))
+    for r in rows:
+        assert template.format_ok(template.strip_prefill(r["completion"])), r["completion"]
+        assert Accuracy(template)([r["completion"]], answer=[gold[r["prompt"]]], task=["math"]) == [1.0], r["completion"]
+    sft = render(rows, template, AutoTokenizer.from_pretrained(base))
+    assert [m["content"] for s in sft for m in s["completion"]] == [template.strip_prefill(r["completion"]) for r in rows]
