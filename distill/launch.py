@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import shutil
 import sys
-import time
+from functools import cached_property
 from pathlib import Path
 
-from distill.pipeline import STARTED, Run, sft_stage
+from distill.pipeline import Run, sft_stage
 from distill.recipe import HardwareConfig, Recipe
-from distill.storage import fingerprint, is_done, read_json, read_manifest, write_json, write_manifest
+from distill.storage import read_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PORT = 29500
@@ -96,30 +95,20 @@ class DistributedRun(Run):
     """A Run whose stages execute on every process of an `accelerate launch`: the stage body (training)
     runs everywhere; clearing stale work, the started marker and the manifest are the main process's."""
 
-    def stage(self, name, subdir, settings, inputs, body):
+    @cached_property
+    def _state(self):
         from accelerate import PartialState
 
-        state = PartialState()
-        stage_dir = self.dir / subdir
-        fp = fingerprint(name, settings, [m["fingerprint"] for m in inputs])
-        done = is_done(stage_dir, fp)
-        if done:
-            return {**done, "cached": True}
-        if state.is_main_process:
-            started = read_json(stage_dir / STARTED)
-            if started and started.get("fingerprint") != fp:
-                shutil.rmtree(stage_dir)
-            stage_dir.mkdir(parents=True, exist_ok=True)
-            write_json(stage_dir / STARTED, {"fingerprint": fp})
-        state.wait_for_everyone()
-        t0 = time.perf_counter()
-        info = body(stage_dir)
-        seconds = round(time.perf_counter() - t0, 1)
-        manifest = {"fingerprint": fp, **info}
-        if state.is_main_process:
-            manifest = write_manifest(stage_dir, fp, stage=name, seconds=seconds, processes=state.num_processes, **info)
-        state.wait_for_everyone()
-        return {**manifest, "cached": False}
+        return PartialState()
+
+    def is_main_process(self) -> bool:
+        return self._state.is_main_process
+
+    def wait_for_everyone(self) -> None:
+        self._state.wait_for_everyone()
+
+    def manifest_extras(self) -> dict:
+        return {"processes": self._state.num_processes}
 
 
 def run_worker(argv: list[str] | None = None) -> int:
@@ -139,9 +128,7 @@ def run_worker(argv: list[str] | None = None) -> int:
         raise SystemExit(f"distill launch: no finished merge stage in {run.dir / 'sft_data'}: "
                          f"run `distill merge --config {args.config}` first")
     m = sft_stage(run, merge_m, student_of(recipe, args.student).name)
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if run.is_main_process():
         print(f"sft:{args.student}: {'reused' if m['cached'] else 'trained'} -> {m.get('model')}")
     return 0
 

@@ -36,6 +36,17 @@ class Run:
         # absolute, so manifests and Prefect results name the same files from any working directory
         self.dir = (Path(run_dir) if run_dir else recipe.resolved_run_dir()).resolve()
 
+    # One process runs a stage here. DistributedRun (distill/launch.py) runs its body on every process
+    # of an `accelerate launch` and overrides these three: only the main one touches the stage directory.
+    def is_main_process(self) -> bool:
+        return True
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+    def manifest_extras(self) -> dict[str, Any]:
+        return {}
+
     def stage(self, name: str, subdir: str, settings: Any, inputs: list[dict], body: Callable[[Path], dict]) -> dict:
         """Run `body(stage_dir)` unless a manifest with the same fingerprint exists; write the manifest."""
         stage_dir = self.dir / subdir
@@ -44,18 +55,23 @@ class Run:
         if done:
             log.info("stage %s: reusing %s (fingerprint %s)", name, stage_dir, fp)
             return {**done, "cached": True}
-        started = read_json(stage_dir / STARTED)
-        if started and started.get("fingerprint") != fp:
-            # partial or finished work for other settings: it no longer describes this recipe
-            log.info("stage %s: settings changed, clearing %s", name, stage_dir)
-            shutil.rmtree(stage_dir)
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        write_json(stage_dir / STARTED, {"fingerprint": fp})
+        if self.is_main_process():
+            started = read_json(stage_dir / STARTED)
+            if started and started.get("fingerprint") != fp:
+                # partial or finished work for other settings: it no longer describes this recipe
+                log.info("stage %s: settings changed, clearing %s", name, stage_dir)
+                shutil.rmtree(stage_dir)
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            write_json(stage_dir / STARTED, {"fingerprint": fp})
+        self.wait_for_everyone()
         log.info("stage %s: running into %s", name, stage_dir)
         t0 = time.perf_counter()
         info = body(stage_dir)
         seconds = round(time.perf_counter() - t0, 1)
-        manifest = write_manifest(stage_dir, fp, stage=name, seconds=seconds, **info)
+        manifest = {"fingerprint": fp, **info}
+        if self.is_main_process():
+            manifest = write_manifest(stage_dir, fp, stage=name, seconds=seconds, **self.manifest_extras(), **info)
+        self.wait_for_everyone()
         return {**manifest, "cached": False}
 
 
