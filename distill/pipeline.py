@@ -109,8 +109,8 @@ def teacher_stage(run: Run, prompts_m: dict) -> dict:
         metrics = train_teacher(cfg, train, d, seed=run.recipe.seed, system_prompt=run.recipe.prompts.system_prompt, exclude=excluded)
         write_json(d / "metrics.json", metrics)
         out = {"rows_in": train.height, "rows_out": train.height, "model": str(d / "model"), "trained": True, "files": {"model": {}}}
-        if cfg.grpo.enabled:  # what GRPO started from, for the eval's before/after-RL comparison
-            out["rl_start_model"] = str(d / "cold_start") if cfg.cold_start.enabled else resolve_model(cfg.model)
+        if "rl_start_model" in metrics:  # what GRPO started from, for the eval's before/after-RL comparison
+            out["rl_start_model"] = metrics["rl_start_model"]
         return out
 
     settings = {"teacher": run.recipe.section_hash("teacher"), "seed": run.recipe.seed, "system": run.recipe.prompts.system_prompt}

@@ -146,6 +146,7 @@ def train_teacher(teacher_cfg, prompts: pl.DataFrame, out_dir: Path, *, seed: in
         model = str(cs_dir)
     if teacher_cfg.grpo.enabled:
         log.info("teacher: GRPO on %s", model)
+        metrics["rl_start_model"] = model  # what GRPO started from: the eval scores it as teacher_before_rl
         metrics["grpo"] = run_grpo(model, prompts, teacher_cfg.grpo, out_dir / "model", seed, template)
     else:
         # no RL: the cold-start (or base) model is the teacher; copy it so `model/` always exists

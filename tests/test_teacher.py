@@ -51,6 +51,7 @@ def test_grpo_changes_parameters_and_logs_each_reward(tiny_llama, tmp_path):
     assert len(g["reward_curves"]["language_consistency"]) == 2 and all(0 <= v <= 1 for v in g["reward_curves"]["language_consistency"])
     assert all(v > 0 for v in g["completion_length_curve"])
     assert any((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert metrics["rl_start_model"] == str(tiny_llama)  # no cold start: GRPO starts from the base
 
 
 _KILLED_RUN = """
