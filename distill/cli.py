@@ -99,13 +99,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(args):
-    from distill.recipe import load_recipe
+    from distill.recipe import load_recipe, pin_threads
 
     if not args.config:
         raise SystemExit(f"distill {args.command}: --config is required")
     recipe = load_recipe(args.config, args.overrides)
-    if recipe.threads:
-        os.environ["OMP_NUM_THREADS"] = str(recipe.threads)
+    pin_threads(recipe)
     return recipe
 
 

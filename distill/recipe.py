@@ -719,6 +719,14 @@ def read_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_RecipeLoader)
 
 
+def pin_threads(recipe: "Recipe") -> None:
+    """Set OMP_NUM_THREADS to the recipe's `threads` (when given), before torch starts its pools."""
+    if recipe.threads:
+        import os
+
+        os.environ["OMP_NUM_THREADS"] = str(recipe.threads)
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """`a.b.c=value` -> (["a","b","c"], value), the value parsed as YAML (numbers, bools, lists)."""
     if "=" not in item:

@@ -11,7 +11,6 @@ the cluster's workers (flows/ray_sampling.py); every other stage runs where the 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from prefect import flow
@@ -81,11 +80,10 @@ def distill_pipeline(recipe: Recipe, run_dir: str | None = None, only: str | Non
 def distill_from_config(config: str, overrides: list[str] | None = None, run_dir: str | None = None, only: str | None = None,
                         ray: RaySettings | None = None) -> dict:
     """The pipeline for a recipe file (relative paths: from the deployment's working directory)."""
-    from distill.recipe import load_recipe
+    from distill.recipe import load_recipe, pin_threads
 
     recipe = load_recipe(config, overrides or [])
-    if recipe.threads:
-        os.environ["OMP_NUM_THREADS"] = str(recipe.threads)
+    pin_threads(recipe)
     return compose(recipe, run_dir, only, ray)
 
 
@@ -95,12 +93,11 @@ def sampling_round(config: str, dataset_dir: str, overrides: list[str] | None = 
     """One sampling round appended to a dataset (distill/rounds.py); the nightly deployment runs this."""
     from functools import partial
 
-    from distill.recipe import load_recipe
+    from distill.recipe import load_recipe, pin_threads
     from distill.rounds import run_round
 
     recipe = load_recipe(config, overrides or [])
-    if recipe.threads:
-        os.environ["OMP_NUM_THREADS"] = str(recipe.threads)
+    pin_threads(recipe)
     line = run_round(recipe, dataset_dir, run_root, call=partial(call_stage_flow, ray=ray))
     create_markdown_artifact(
         f"### sampling round {line['round']}\n\n| key | value |\n|:--|:--|\n" + "\n".join(f"| {k} | {v} |" for k, v in line.items()),

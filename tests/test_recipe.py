@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,13 @@ def test_exponent_numbers_are_floats_in_files_and_overrides(tmp_path):
     # what is not a number stays a string, and quoting keeps one
     r = recipe_from_dict({"name": "x", "students": [{"name": "s"}]}, overrides=["name=1e5x", "description='1e-4'"])
     assert r.name == "1e5x" and r.description == "1e-4"
+
+
+def test_pin_threads_sets_omp_only_when_the_recipe_says(monkeypatch):
+    from distill.recipe import pin_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    pin_threads(recipe_from_dict({"name": "x", "students": [{"name": "s"}]}))
+    assert os.environ["OMP_NUM_THREADS"] == "7"
+    pin_threads(recipe_from_dict({"name": "x", "threads": 2, "students": [{"name": "s"}]}))
+    assert os.environ["OMP_NUM_THREADS"] == "2"
