@@ -28,25 +28,23 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def window(values: list, part: str) -> float | None:
-    """Mean over the first or last 20% of steps (at least one), or over the steps after the first 20%."""
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return None
-    k = max(1, round(len(vals) * 0.2))
-    pick = {"first": vals[:k], "last": vals[-k:], "after": vals[k:] or vals}[part]
-    return sum(pick) / len(pick)
+def windows(curve: list) -> dict:
+    """First 20%, last 20% and after-the-first-20% means, as report.md computes them."""
+    from distill.report import curve_windows
+
+    w = curve_windows(curve) or {}
+    return {p: w.get(p) for p in ("first", "last", "after")}
 
 
-def summarise(metrics: dict) -> dict:
-    g = metrics
+def summarise(g: dict) -> dict:
+    """The benchmark's summary of one GRPO run's metrics (rl.teacher.run_grpo's return value)."""
     curves = {"reward": g["reward_curve"], **g["reward_curves"]}
     times = [h.get("step_time") for h in g["history"] if h.get("step_time") is not None]
     return {
         "steps": g["steps"],
         "train_seconds": g["train_seconds"],
         "median_step_seconds": sorted(times)[len(times) // 2] if times else None,
-        "windows": {n: {p: window(c, p) for p in ("first", "last", "after")} for n, c in curves.items()},
+        "windows": {n: windows(c) for n, c in curves.items()},
         "curves": curves,
     }
 

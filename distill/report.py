@@ -76,12 +76,22 @@ def build_report(run, manifests: dict[str, dict]) -> dict:
     }
 
 
-def _curve(values: list) -> str:
+def curve_windows(values: list) -> dict | None:
+    """A per-step curve's mean over its first and last fifth of steps (at least one step each), and over
+    the steps after the first fifth; None values (a reward that could not judge) left out."""
     vals = [v for v in values if v is not None]
     if not vals:
-        return "(none)"
+        return None
     k = max(1, len(vals) // 5)
-    return f"{len(vals)} steps; first {k}: {sum(vals[:k]) / k:.3f}, last {k}: {sum(vals[-k:]) / k:.3f}"
+    after = vals[k:] or vals
+    return {"steps": len(vals), "k": k, "first": sum(vals[:k]) / k, "last": sum(vals[-k:]) / k, "after": sum(after) / len(after)}
+
+
+def _curve(values: list) -> str:
+    w = curve_windows(values)
+    if w is None:
+        return "(none)"
+    return f"{w['steps']} steps; first {w['k']}: {w['first']:.3f}, last {w['k']}: {w['last']:.3f}"
 
 
 def _teacher_steps(t: dict) -> list[str]:
@@ -140,7 +150,7 @@ def _teacher_rl_lines(delta: dict, results: dict) -> list[str]:
     lines = ["", "## Teacher after GRPO minus before (pass@1, paired over the same prompts)", "",
              "| benchmark | before | after | difference | 95% CI | prompts |", "|---|---:|---:|---:|---|---:|"]
     for bench, d in delta.items():
-        lines.append(f"| {bench} | {d['before']} | {d['after']} | {d['delta']:+.4f} | {d['ci95']} | {d['n_prompts']} |")
+        lines.append(f"| {bench} | {_delta_cells(d)} |")
     b, a = results.get("teacher_before_rl"), results.get("teacher")
     if b and a and b.get("format_rate") is not None and a.get("format_rate") is not None:
         lines += ["", f"Format rate (held-out): {b['format_rate']:.3f} before GRPO, {a['format_rate']:.3f} after."]
@@ -171,8 +181,13 @@ def _delta_lines(deltas: dict) -> list[str]:
              "| student | benchmark | before | after | difference | 95% CI | prompts |", "|---|---|---:|---:|---:|---|---:|"]
     for student, per in deltas.items():
         for bench, d in per.items():
-            lines.append(f"| {student} | {bench} | {d['before']} | {d['after']} | {d['delta']:+.4f} | {d['ci95']} | {d['n_prompts']} |")
+            lines.append(f"| {student} | {bench} | {_delta_cells(d)} |")
     return lines
+
+
+def _delta_cells(d: dict) -> str:
+    """before | after | difference | CI | prompts of one paired before/after difference."""
+    return f"{d['before']} | {d['after']} | {d['delta']:+.4f} | {d['ci95']} | {d['n_prompts']}"
 
 
 def write_report(run, manifests: dict[str, dict]) -> dict:
