@@ -298,7 +298,7 @@ def generate(rows: int, out: Path, seed: int = 0, processes: int = 2) -> Path:
 
 def _child(data: str, out: str, workers: str, batch_rows: int) -> None:
     """Runs in the measured child process."""
-    from distill.recipe import CurateConfig
+    from distill.config.recipe import CurateConfig
     from filters.curate import curate_file
 
     cfg = CurateConfig(decontam={"benchmarks": [{"name": "synthetic-bench", "path": str(Path(data) / "benchmark.jsonl"), "kind": "file"}]})

@@ -6,7 +6,7 @@ settings, in one run, on one engine.
 
 Both sides use the same running `vllm.LLM`, so engine start is excluded from both (it is reported on its
 own). The bare side gets the prompts already rendered to token ids and only calls `llm.generate`; the stage
-side is the whole `distill.sample.generate_traces` call: chat-template rendering, the engine, decoding,
+side is the whole `distill.generation.sample.generate_traces` call: chat-template rendering, the engine, decoding,
 assembling rows, writing parquet shards with their sha256 and commit records, and the ledger.
 
 The stage asks vLLM not to detokenize (it decodes finished token ids once itself), which a default
@@ -45,7 +45,7 @@ def _model_dir(name: str, tmp: Path) -> str:
         from tiny_models import build_tiny_model
 
         return str(build_tiny_model(tmp / "tiny", arch="qwen2", seed=0))
-    from distill.models import resolve_model
+    from distill.core.models import resolve_model
 
     return resolve_model("embedded:smollm2-135m-instruct")
 
@@ -56,9 +56,9 @@ def bench(name: str, repeats: int, tmp: Path) -> dict:
     from vllm import SamplingParams as VSP
     from vllm.inputs import TokensPrompt
 
-    from distill.demo_task import make_prompts
-    from distill.engines import Request, SamplingParams, VLLMEngine, configure_cpu_vllm, render_prompts
-    from distill.sample import generate_traces, to_messages
+    from distill.generation.demo_task import make_prompts
+    from distill.engines.engines import Request, SamplingParams, VLLMEngine, configure_cpu_vllm, render_prompts
+    from distill.generation.sample import generate_traces, to_messages
 
     n_prompts, n, max_tokens, shard_size, kv = SIZES[name]
     configure_cpu_vllm()

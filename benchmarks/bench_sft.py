@@ -7,7 +7,7 @@
 Data: R1-like rows, reasoning completions with log-normal token lengths (median max_length/8, long tail,
 clipped to fit) and 25% short non-reasoning answers, rendered with a tiny ChatML tokenizer.
 
-1. Token fractions: every batch the stage's own trainer (`distill.sft.build_sft_trainer`) would feed the
+1. Token fractions: every batch the stage's own trainer (`distill.training.sft.build_sft_trainer`) would feed the
    model, with `packing: true` (TRL's best-fit decreasing packing, padding-free) and with `packing: false`
    (padding to the longest row of the batch). "real/computed" is real tokens over the positions the model
    computes; "fill" is real tokens over batch size x max_length, the budget a run is sized for (what
@@ -74,8 +74,8 @@ def make_rows(tokenizer, n: int, max_length: int, seed: int) -> list[dict]:
 
 
 def token_fractions(model: str, rows: list[dict], out: Path, *, packing: bool, batch: int, max_length: int) -> dict:
-    from distill.recipe import LoraConfig
-    from distill.sft import build_sft_trainer
+    from distill.config.recipe import LoraConfig
+    from distill.training.sft import build_sft_trainer
 
     trainer, _ = build_sft_trainer(model, rows, out, lora=LoraConfig(enabled=False), training_args={
         "packing": packing, "per_device_train_batch_size": batch, "max_length": max_length, "max_steps": 1})
@@ -107,8 +107,8 @@ class StepTimes:
 
 
 def run_ours(model, rows, out, args_dict):
-    from distill.recipe import LoraConfig
-    from distill.sft import build_sft_trainer
+    from distill.config.recipe import LoraConfig
+    from distill.training.sft import build_sft_trainer
 
     trainer, _ = build_sft_trainer(model, rows, out, lora=LoraConfig(enabled=False), training_args=args_dict)
     st = StepTimes()
@@ -169,8 +169,8 @@ def main() -> int:
         settings = {"packing": True, "per_device_train_batch_size": a.batch, "max_length": a.max_length,
                     "max_steps": a.steps, "learning_rate": 1e-4, "logging_steps": 10**6}
         ratios, cpu_ratios, ours_all, bare_all, ours_cpu, bare_cpu = [], [], [], [], [], []
-        from distill.recipe import LoraConfig
-        from distill.sft import build_sft_trainer
+        from distill.config.recipe import LoraConfig
+        from distill.training.sft import build_sft_trainer
 
         for r in range(a.rounds):
             out = tmp / f"r{r}" / "m"

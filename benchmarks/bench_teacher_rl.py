@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 def windows(curve: list) -> dict:
     """First 20%, last 20% and after-the-first-20% means, as report.md computes them."""
-    from distill.report import curve_windows
+    from distill.report.summary import curve_windows
 
     w = curve_windows(curve) or {}
     return {p: w.get(p) for p in ("first", "last", "after")}
@@ -64,9 +64,9 @@ def main() -> int:
     import polars as pl
     from transformers import AutoTokenizer
 
-    from distill.models import resolve_model
-    from distill.prompts import load_prompts
-    from distill.recipe import load_recipe
+    from distill.core.models import resolve_model
+    from distill.generation.prompts import load_prompts
+    from distill.config.recipe import load_recipe
     from rl.cold_start import run_cold_start
     from rl.teacher import run_grpo
     from rl.templates import build_template

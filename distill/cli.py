@@ -24,7 +24,7 @@ STAGE_COMMANDS = ("prompts", "teacher", "sample", "verify", "curate", "merge", "
 
 def _set_environment() -> None:
     """Defaults that must be in place before torch, vLLM or Prefect are imported."""
-    from distill.models import cache_dir
+    from distill.core.models import cache_dir
 
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(args):
-    from distill.recipe import load_recipe, pin_threads
+    from distill.config.recipe import load_recipe, pin_threads
 
     if not args.config:
         raise SystemExit(f"distill {args.command}: --config is required")
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "urllib3"):  # one line per Prefect API call otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from distill.recipe import RecipeError
+    from distill.config.recipe import RecipeError
 
     try:
         return _dispatch(args)
@@ -140,8 +140,8 @@ def _ray_settings(args):
 
 
 def _plan(args) -> int:
-    from distill.plan import R1_MEAN_COMPLETION, Assumptions, format_plan, plan_recipe
-    from distill.recipe import load_recipe
+    from distill.planning.plan import R1_MEAN_COMPLETION, Assumptions, format_plan, plan_recipe
+    from distill.config.recipe import load_recipe
 
     recipe = load_recipe(args.config, args.overrides)
     a = Assumptions(
@@ -182,13 +182,13 @@ def _dispatch(args) -> int:
     if args.command == "launch":
         return _launch(args)
     if args.command == "prepare-model":
-        from distill.models import resolve_model
+        from distill.core.models import resolve_model
 
         print(resolve_model(args.model))
         return 0
     if args.command == "publish":
-        from distill.publish import PublishError, publish
-        from distill.recipe import load_recipe
+        from distill.publish.hub import PublishError, publish
+        from distill.config.recipe import load_recipe
 
         run_dir = Path(args.run_dir)
         recipe = load_recipe(args.config or run_dir / "recipe.yaml", args.overrides)
@@ -202,9 +202,9 @@ def _dispatch(args) -> int:
     if args.command == "verify" and args.input:
         if not args.output:
             raise ValueError("--output is required with --input")
-        from distill.recipe import VerifyConfig
-        from distill.storage import read_table, write_parquet
-        from distill.verify import verdict_counts, verify_with_config
+        from distill.config.recipe import VerifyConfig
+        from distill.core.storage import read_table, write_parquet
+        from distill.verify.verify import verdict_counts, verify_with_config
 
         # the recipe's verify section when --config is given; flags override it
         cfg = _load(args).verify.model_dump() if args.config else {}

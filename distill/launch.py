@@ -24,8 +24,8 @@ from functools import cached_property
 from pathlib import Path
 
 from distill.pipeline import Run, sft_stage
-from distill.recipe import HardwareConfig, Recipe
-from distill.storage import read_manifest
+from distill.config.recipe import HardwareConfig, Recipe
+from distill.core.storage import read_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PORT = 29500
@@ -113,7 +113,7 @@ class DistributedRun(Run):
 
 def run_worker(argv: list[str] | None = None) -> int:
     """What every launched process runs: the sft stage of one student."""
-    from distill.recipe import load_recipe
+    from distill.config.recipe import load_recipe
 
     p = argparse.ArgumentParser(prog="python -m distill.launch")
     p.add_argument("--config", required=True)

@@ -18,8 +18,8 @@ from typing import Any, Callable
 
 import polars as pl
 
-from distill.recipe import Recipe
-from distill.storage import file_sha256, fingerprint, is_done, read_json, read_table, write_json, write_manifest, write_parquet
+from distill.config.recipe import Recipe
+from distill.core.storage import file_sha256, fingerprint, is_done, read_json, read_table, write_json, write_manifest, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def _model_label(kind: str, manifest: dict) -> str:
 
 
 def prompts_stage(run: Run) -> dict:
-    from distill.prompts import load_prompts
+    from distill.generation.prompts import load_prompts
 
     def body(d: Path) -> dict:
         train, ev = load_prompts(run.recipe.prompts)
@@ -98,7 +98,7 @@ def teacher_stage(run: Run, prompts_m: dict) -> dict:
     cfg = run.recipe.teacher
 
     def body(d: Path) -> dict:
-        from distill.models import resolve_model
+        from distill.core.models import resolve_model
 
         train = pl.read_parquet(run.dir / "prompts" / "train.parquet")
         if not cfg.enabled:
@@ -118,7 +118,7 @@ def teacher_stage(run: Run, prompts_m: dict) -> dict:
 
 
 def _engine_factory(kind: str, model: str, seed: int, chat_template: str | None, vllm_settings):
-    from distill.engines import make_engine
+    from distill.engines.engines import make_engine
 
     return lambda: make_engine(kind, model, seed=seed, chat_template=chat_template, vllm_settings=vllm_settings)
 
@@ -148,8 +148,8 @@ def _gpus(cfg) -> int:
 def sample_stage(run: Run, prompts_m: dict, teacher_m: dict) -> dict:
     from functools import partial
 
-    from distill.engines import SamplingParams, make_engine
-    from distill.sample import SharedEngine, accounting, generate_adaptive, generate_traces, generate_traces_parallel
+    from distill.engines.engines import SamplingParams, make_engine
+    from distill.generation.sample import SharedEngine, accounting, generate_adaptive, generate_traces, generate_traces_parallel
 
     cfg = run.recipe.sampling
 
@@ -176,7 +176,7 @@ def sample_stage(run: Run, prompts_m: dict, teacher_m: dict) -> dict:
             one_pass = partial(generate_traces, engine_factory=shared, **common)
         try:
             if cfg.rejection.adaptive.enabled:
-                from distill.verify import verify_with_config
+                from distill.verify.verify import verify_with_config
 
                 # the verify stage's own verifier and settings: rounds are planned on the same verdicts
                 stats = generate_adaptive(
@@ -197,7 +197,7 @@ def sample_stage(run: Run, prompts_m: dict, teacher_m: dict) -> dict:
 
 
 def verify_stage(run: Run, sample_m: dict) -> dict:
-    from distill.verify import verify_with_config
+    from distill.verify.verify import verify_with_config
 
     def body(d: Path) -> dict:
         # stats: judge/rules disagreement counts (cascade), sandbox protections in force (code)
@@ -231,8 +231,8 @@ def curate_stage(run: Run, verify_m: dict) -> dict:
 
 def select_stage(run: Run, verify_m: dict, curate_m: dict) -> dict:
     """The rejection policy after curation: per-prompt pass rates and difficulty, up to k accepted samples
-    per prompt, and the prompts without one listed for a later round (distill.rejection)."""
-    from distill.rejection import LEVELS, pass_rates, select_per_prompt, unsolved_prompts
+    per prompt, and the prompts without one listed for a later round (distill.generation.rejection)."""
+    from distill.generation.rejection import LEVELS, pass_rates, select_per_prompt, unsolved_prompts
 
     rej = run.recipe.sampling.rejection
 
@@ -267,12 +267,12 @@ def select_stage(run: Run, verify_m: dict, curate_m: dict) -> dict:
 
 
 def merge_stage(run: Run, select_m: dict) -> dict:
-    from distill.merge import build_sft_set, write_hf_dataset
+    from distill.mix.merge import build_sft_set, write_hf_dataset
 
     cfg = run.recipe.merge
 
     def body(d: Path) -> dict:
-        from distill.models import resolve_model
+        from distill.core.models import resolve_model
 
         kept = pl.read_parquet(run.dir / "selected" / "kept.parquet")
         # tokens are counted, and the think style decided, with the first student's tokenizer
@@ -302,9 +302,9 @@ def merge_stage(run: Run, select_m: dict) -> dict:
 
 
 def sft_stage(run: Run, merge_m: dict, student_name: str) -> dict:
-    from distill.merge import to_training_rows
-    from distill.models import resolve_model
-    from distill.sft import train_sft
+    from distill.mix.merge import to_training_rows
+    from distill.core.models import resolve_model
+    from distill.training.sft import train_sft
 
     student = next(s for s in run.recipe.students if s.name == student_name)
 
@@ -326,9 +326,9 @@ TEACHER_RL = "teacher after GRPO"  # pair key of the teacher's RL delta; student
 
 
 def eval_stage(run: Run, prompts_m: dict, teacher_m: dict, sft_ms: dict[str, dict]) -> dict:
-    from distill.engines import SamplingParams
-    from distill.evaluate import evaluate_all
-    from distill.models import resolve_model
+    from distill.engines.engines import SamplingParams
+    from distill.evaluate.evaluate import evaluate_all
+    from distill.core.models import resolve_model
 
     cfg = run.recipe.eval
 
@@ -361,13 +361,13 @@ def eval_stage(run: Run, prompts_m: dict, teacher_m: dict, sft_ms: dict[str, dic
 
 
 def report_stage(run: Run, manifests: dict[str, dict]) -> dict:
-    from distill.report import write_report
+    from distill.report.summary import write_report
 
     return write_report(run, manifests)
 
 
 def publish_stage(run: Run, manifests: dict[str, dict]) -> dict:
-    from distill.publish import publish_stage as publish
+    from distill.publish.hub import publish_stage as publish
 
     return publish(run, manifests)
 

@@ -25,8 +25,8 @@ from typing import Callable
 import polars as pl
 
 from distill.pipeline import Run, _direct, run_pipeline
-from distill.recipe import Recipe
-from distill.storage import file_sha256, write_parquet
+from distill.config.recipe import Recipe
+from distill.core.storage import file_sha256, write_parquet
 
 LEDGER = "rounds.jsonl"
 

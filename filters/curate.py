@@ -31,7 +31,7 @@ from typing import Any, Iterator
 import numpy as np
 import polars as pl
 
-from distill.recipe import CurateConfig
+from distill.config.recipe import CurateConfig
 from filters.chaos import chaos_frame
 from filters.decontam import ContaminationIndex
 from filters.dedup import REASON_NAMES, DedupIndex, MinHasher, normalize_expr, numbers_expr
@@ -357,7 +357,7 @@ def _measured_part(text: str, translation: bool) -> str:
     is measured (when there is a think block)."""
     if not translation:
         return text
-    from distill.schema import split_think
+    from distill.core.schema import split_think
 
     split = split_think(text)
     return split.reasoning if split.has_think and split.reasoning else text

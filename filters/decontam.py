@@ -43,7 +43,7 @@ def whole_hashes(texts: pl.Series) -> np.ndarray:
 def load_benchmark(spec) -> list[list[str]]:
     """The items of one benchmark (`BenchmarkSpec`), each as the texts of its listed fields."""
     if spec.kind == "file":
-        from distill.storage import read_table
+        from distill.core.storage import read_table
 
         df = read_table(Path(spec.path))
         if spec.split and "split" in df.columns:

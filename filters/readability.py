@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from distill.schema import THINK_CLOSE, THINK_OPEN, split_think
+from distill.core.schema import THINK_CLOSE, THINK_OPEN, split_think
 
 REASONING_TASKS = frozenset({"math", "code"})
 

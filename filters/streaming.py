@@ -29,9 +29,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distill.progress import progress
-from distill.recipe import CurateConfig
-from distill.storage import read_table, write_json
+from distill.core.progress import progress
+from distill.config.recipe import CurateConfig
+from distill.core.storage import read_table, write_json
 
 log = logging.getLogger(__name__)
 MAX_WORKERS = 8

@@ -17,7 +17,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 
 from distill.pipeline import STAGES, Run, run_pipeline
-from distill.recipe import Recipe
+from distill.config.recipe import Recipe
 from flows.ray_sampling import RaySettings
 from flows.stages import artifact_key, base_stage, funnel_rows, stage_flow_for
 
@@ -80,7 +80,7 @@ def distill_pipeline(recipe: Recipe, run_dir: str | None = None, only: str | Non
 def distill_from_config(config: str, overrides: list[str] | None = None, run_dir: str | None = None, only: str | None = None,
                         ray: RaySettings | None = None) -> dict:
     """The pipeline for a recipe file (relative paths: from the deployment's working directory)."""
-    from distill.recipe import load_recipe, pin_threads
+    from distill.config.recipe import load_recipe, pin_threads
 
     recipe = load_recipe(config, overrides or [])
     pin_threads(recipe)
@@ -93,7 +93,7 @@ def sampling_round(config: str, dataset_dir: str, overrides: list[str] | None = 
     """One sampling round appended to a dataset (distill/rounds.py); the nightly deployment runs this."""
     from functools import partial
 
-    from distill.recipe import load_recipe, pin_threads
+    from distill.config.recipe import load_recipe, pin_threads
     from distill.rounds import run_round
 
     recipe = load_recipe(config, overrides or [])

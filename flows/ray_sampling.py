@@ -2,7 +2,7 @@
 
 Each Ray worker is one Prefect task holding one vLLM engine (tensor × pipeline parallel GPUs from the
 recipe's `sampling.vllm`), and generates the shards s with s % workers == rank: the same
-`distill.sample.generate_traces` that runs on one machine, so shards, ids, sidecars and the ledger are
+`distill.generation.sample.generate_traces` that runs on one machine, so shards, ids, sidecars and the ledger are
 exactly the ones a local run writes. After the workers, one pass on the driver checks every shard and
 generates any that a lost worker left (no engine starts when none is missing), so a run that loses a node
 still finishes, and a rerun regenerates only what is missing.
@@ -96,7 +96,7 @@ def sample_shards(rank: int, world_size: int, prompts: pl.DataFrame, out_dir: st
     """One Ray worker: its own engine, the shards rank, rank + world_size, ... (resumable like any pass)."""
     import torch
 
-    from distill.sample import generate_traces
+    from distill.generation.sample import generate_traces
 
     if not torch.cuda.is_available():
         _bind_cpus(rank, cpus_per_worker)
@@ -167,7 +167,7 @@ class RaySampler:
         return float(self.devices_per_engine) if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
     def __call__(self, prompts: pl.DataFrame, out_dir: Path, *, engine_factory: Callable, **kwargs) -> dict:
-        from distill.sample import generate_traces
+        from distill.generation.sample import generate_traces
 
         self._start()
         w = self.settings.workers

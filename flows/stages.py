@@ -26,7 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 
 from distill import pipeline as P
-from distill.recipe import Recipe
+from distill.config.recipe import Recipe
 from flows.ray_sampling import RaySampler, RaySettings
 from flows.retry import RETRY_DELAYS, retry_on_transient
 

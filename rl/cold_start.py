@@ -21,9 +21,9 @@ from typing import Any
 
 import polars as pl
 
-from distill import demo_task
-from distill.recipe import ColdStartConfig
-from distill.storage import read_table
+from distill.generation import demo_task
+from distill.config.recipe import ColdStartConfig
+from distill.core.storage import read_table
 from rl.templates import Template
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,8 @@ R1_ZERO_CHAT_TEMPLATE = (
 
 def generate_fewshot(cfg: ColdStartConfig, template: Template, *, model: str | None, prompts: pl.DataFrame | None, seed: int) -> list[dict]:
     """Sample answers to the training prompts with a few examples in context; keep the good ones."""
-    from distill.engines import Request, SamplingParams, make_engine
-    from distill.models import resolve_model
+    from distill.engines.engines import Request, SamplingParams, make_engine
+    from distill.core.models import resolve_model
     from filters.curate import language_measures
     from rl.rewards import Accuracy
     from rl.templates import R1_ZERO_TEMPLATE
@@ -168,7 +168,7 @@ def run_cold_start(model: str, cfg: ColdStartConfig, template: Template, out_dir
     """Collect the set, render it in the template, SFT (LoRA merged) into `out_dir`."""
     from transformers import AutoTokenizer
 
-    from distill.sft import train_sft
+    from distill.training.sft import train_sft
 
     rows = collect(cfg, template, seed=seed, exclude=exclude, model=model, prompts=prompts)
     tokenizer = AutoTokenizer.from_pretrained(model)

@@ -40,7 +40,7 @@ def _config(cls, args: dict[str, Any], gpu: bool) -> tuple[dict[str, Any], str |
 def build_plan(recipe) -> dict[str, Any]:
     from trl import GRPOConfig, SFTConfig
 
-    from distill.training import on_gpu
+    from distill.training.common import on_gpu
 
     t = recipe.teacher
     gpu = on_gpu()

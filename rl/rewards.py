@@ -30,7 +30,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from distill.schema import split_think
+from distill.core.schema import split_think
 from rl.templates import Template
 
 # Verdict reasons that mean "the reference cannot be judged against": no reward, not zero.
@@ -86,7 +86,7 @@ class Accuracy(Reward):
         self._pool: ThreadPoolExecutor | None = None
 
     def _verifier_for(self, task: str | None):
-        from distill.verify import get_verifier
+        from distill.verify.verify import get_verifier
 
         kind = self.verifier if self.verifier != "auto" else ("code" if task == "code" else "math")
         return get_verifier(kind)

@@ -19,9 +19,9 @@ from typing import Any
 
 import polars as pl
 
-from distill.models import resolve_model
-from distill.recipe import GRPOSection
-from distill.training import base_args, checkpoint_step, last_checkpoint, log_history, model_init_kwargs, on_gpu, peft_config, save_merged
+from distill.core.models import resolve_model
+from distill.config.recipe import GRPOSection
+from distill.training.common import base_args, checkpoint_step, last_checkpoint, log_history, model_init_kwargs, on_gpu, peft_config, save_merged
 from rl.rewards import build_rewards
 from rl.templates import Template, build_template
 
@@ -135,11 +135,11 @@ def train_teacher(teacher_cfg, prompts: pl.DataFrame, out_dir: Path, *, seed: in
         log.info("teacher: cold-start SFT on %s (%s)", model, teacher_cfg.cold_start.source)
         cs_dir = out_dir / "cold_start"
         if (cs_dir / "config.json").is_file() and (out_dir / "cold_start_metrics.json").is_file():
-            from distill.storage import read_json
+            from distill.core.storage import read_json
 
             metrics["cold_start"] = read_json(out_dir / "cold_start_metrics.json") | {"reused": True}  # killed during GRPO
         else:
-            from distill.storage import write_json
+            from distill.core.storage import write_json
 
             metrics["cold_start"] = run_cold_start(model, teacher_cfg.cold_start, template, cs_dir, seed=seed, exclude=exclude, prompts=prompts)
             write_json(out_dir / "cold_start_metrics.json", metrics["cold_start"])

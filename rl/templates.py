@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from distill.schema import THINK_CLOSE, THINK_OPEN, split_think
+from distill.core.schema import THINK_CLOSE, THINK_OPEN, split_think
 
 R1_ZERO_TEMPLATE = (
     "A conversation between User and Assistant. The User asks a question, and the Assistant solves it. "

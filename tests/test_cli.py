@@ -6,7 +6,7 @@ import polars as pl
 
 from distill.cli import main
 from distill.pipeline import Run, run_pipeline
-from distill.recipe import recipe_from_dict
+from distill.config.recipe import recipe_from_dict
 
 TRACES = [
     {"id": "a", "prompt": "What is 2 + 3?", "completion": "<think>\n2 + 3 = 5\n</think>\n\\boxed{5}", "answer": "5", "extra": 1, "finish_reason": "stop"},

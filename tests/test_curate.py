@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from distill.recipe import CurateConfig, RecipeError, recipe_from_dict
+from distill.config.recipe import CurateConfig, RecipeError, recipe_from_dict
 from filters.chaos import chaos_scores
 from filters.curate import REASONS, SCORE_COLUMNS, curate, curate_file, reject_reasons, score
 from filters.function_words import WORD_LANG, classify

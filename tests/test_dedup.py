@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from distill.recipe import CurateConfig, DedupConfig, RecipeError, recipe_from_dict
+from distill.config.recipe import CurateConfig, DedupConfig, RecipeError, recipe_from_dict
 from filters.curate import reject_reasons
 from filters.dedup import MinHasher, _components, normalize_expr
 

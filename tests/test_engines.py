@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from distill.engines import EngineError, OpenAIEngine, RateLimiter, Request, SamplingParams, make_engine
-from distill.recipe import OpenAISettings, recipe_from_dict
+from distill.engines.engines import EngineError, OpenAIEngine, RateLimiter, Request, SamplingParams, make_engine
+from distill.config.recipe import OpenAISettings, recipe_from_dict
 
 SECRET = "sk-test-7f3a9c-never-log-me"
 
@@ -118,7 +118,7 @@ def test_chat_results_map_to_their_requests():
 def test_completions_send_token_ids_and_decode_locally(tiny_llama):
     from transformers import AutoTokenizer
 
-    from distill.engines import render_prompts
+    from distill.engines.engines import render_prompts
 
     tok = AutoTokenizer.from_pretrained(str(tiny_llama))
     reqs = _requests(3)

@@ -14,10 +14,10 @@ import httpx
 import polars as pl
 import pytest
 
-from distill.engines import OpenAIEngine, Request, SamplingParams, TransformersEngine, VLLMEngine, configure_cpu_vllm
-from distill.recipe import OpenAISettings, VLLMSettings
-from distill.sample import generate_traces, sample_ids
-from distill.storage import read_table
+from distill.engines.engines import OpenAIEngine, Request, SamplingParams, TransformersEngine, VLLMEngine, configure_cpu_vllm
+from distill.config.recipe import OpenAISettings, VLLMSettings
+from distill.generation.sample import generate_traces, sample_ids
+from distill.core.storage import read_table
 
 PROMPTS = [Request(f"r{i}", [{"role": "user", "content": q}]) for i, q in enumerate(["What is 2 + 3?", "Say hello.", "写一首诗", "Count to five."])]
 GREEDY = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_tokens=16)

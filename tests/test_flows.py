@@ -10,7 +10,7 @@ import httpx
 import pytest
 import yaml
 
-from distill.recipe import recipe_from_dict
+from distill.config.recipe import recipe_from_dict
 from flows.retry import RETRY_DELAYS, is_transient
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from distill.evaluate import pass_at_k, pass_at_k_curve
-from distill.html_report import PLOTS, render
+from distill.evaluate.evaluate import pass_at_k, pass_at_k_curve
+from distill.report.html import PLOTS, render
 
 
 class Plots(HTMLParser):

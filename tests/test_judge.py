@@ -1,4 +1,4 @@
-"""distill.judge: the strict judge-reply parser, prompt construction, the rules-then-judge cascade and its
+"""distill.verify.judge: the strict judge-reply parser, prompt construction, the rules-then-judge cascade and its
 disagreement counts (with a scripted engine), and the same plumbing on a real engine over a tiny random
 model (whose replies are noise: they must come back as no verdict, never as a guess)."""
 
@@ -9,10 +9,10 @@ import json
 import polars as pl
 import pytest
 
-from distill.engines import Completion, Result, SamplingParams
-from distill.judge import Cascade, LLMJudge, _sampled, parse_judge_output
-from distill.recipe import VerifyConfig
-from distill.verify import Verdict, get_verifier, verify_math, verify_table_with_stats, verify_with_config
+from distill.engines.engines import Completion, Result, SamplingParams
+from distill.verify.judge import Cascade, LLMJudge, _sampled, parse_judge_output
+from distill.config.recipe import VerifyConfig
+from distill.verify.verify import Verdict, get_verifier, verify_math, verify_table_with_stats, verify_with_config
 
 
 class ScriptedEngine:

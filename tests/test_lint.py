@@ -3,9 +3,9 @@
 import pytest
 from transformers import AutoTokenizer
 
-from distill.lint import TemplateLintError, lint_rows, tokenize_like_trl
-from distill.recipe import LoraConfig
-from distill.sft import build_sft_trainer
+from distill.training.lint import TemplateLintError, lint_rows, tokenize_like_trl
+from distill.config.recipe import LoraConfig
+from distill.training.sft import build_sft_trainer
 from tiny_models import CHAT_TEMPLATE
 
 REASONING = {

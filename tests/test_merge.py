@@ -6,8 +6,8 @@ import polars as pl
 import pytest
 from transformers import AutoTokenizer
 
-from distill.merge import build_sft_set, merge, mix_by_tokens, write_hf_dataset
-from distill.recipe import IdentityConfig, KindWeights, MergeConfig, MergeSource, MixWeights, SourceFields, recipe_from_dict
+from distill.mix.merge import build_sft_set, merge, mix_by_tokens, write_hf_dataset
+from distill.config.recipe import IdentityConfig, KindWeights, MergeConfig, MergeSource, MixWeights, SourceFields, recipe_from_dict
 
 KEPT = pl.DataFrame(
     {

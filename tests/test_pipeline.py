@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from distill.pipeline import Run, run_pipeline
-from distill.recipe import recipe_from_dict
-from distill.storage import read_table
+from distill.config.recipe import recipe_from_dict
+from distill.core.storage import read_table
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,8 @@ import pytest
 
 from distill.cli import main
 from distill.launch import accelerate_config, launch_command
-from distill.plan import ARCHS, arch_for, arch_from_config, gpu_spec, plan_recipe, sft_memory
-from distill.recipe import RecipeError, load_recipe, recipe_from_dict
+from distill.planning.plan import ARCHS, arch_for, arch_from_config, gpu_spec, plan_recipe, sft_memory
+from distill.config.recipe import RecipeError, load_recipe, recipe_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDENT_RECIPES = sorted((ROOT / "recipes").glob("r1-distill-*.yaml"))

@@ -15,8 +15,8 @@ import polars as pl
 import pytest
 from huggingface_hub import DatasetCard, ModelCard
 
-from distill.publish import PLAN, PublishError, publish, repo_ids
-from distill.recipe import RecipeError, load_recipe, recipe_from_dict
+from distill.publish.hub import PLAN, PublishError, publish, repo_ids
+from distill.config.recipe import RecipeError, load_recipe, recipe_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 

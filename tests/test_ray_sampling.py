@@ -13,10 +13,10 @@ import polars as pl
 import pytest
 import yaml
 
-from distill.engines import SamplingParams
-from distill.recipe import recipe_from_dict
-from distill.sample import sample_ids
-from distill.storage import read_table
+from distill.engines.engines import SamplingParams
+from distill.config.recipe import recipe_from_dict
+from distill.generation.sample import sample_ids
+from distill.core.storage import read_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def test_sampling_over_two_ray_workers_with_vllm(tiny_llama, tmp_path):
     cfg.write_text(yaml.safe_dump(raw))
     script = (
         "import json, sys\n"
-        "from distill.recipe import load_recipe\n"
+        "from distill.config.recipe import load_recipe\n"
         "from flows.pipeline import distill_pipeline\n"
         "from flows.ray_sampling import RaySettings\n"
         "if __name__ == '__main__':\n"

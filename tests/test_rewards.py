@@ -2,7 +2,7 @@
 
 import pytest
 
-from distill.recipe import RecipeError, RewardSpec, recipe_from_dict
+from distill.config.recipe import RecipeError, RewardSpec, recipe_from_dict
 from rl.rewards import REWARDS, Accuracy, Format, LanguageConsistency, Length, Repetition, build_rewards, check_options
 from rl.templates import Template, build_template, template_prefill
 
@@ -134,7 +134,7 @@ def test_options_are_checked_when_the_recipe_loads():
 def test_prefill_is_read_from_the_chat_template(tiny_llama):
     from transformers import AutoTokenizer
 
-    from distill.recipe import TemplateConfig
+    from distill.config.recipe import TemplateConfig
 
     tok = AutoTokenizer.from_pretrained(tiny_llama)
     assert template_prefill(tok) == ""

@@ -7,7 +7,7 @@ import json
 import polars as pl
 import pytest
 
-from distill.recipe import recipe_from_dict
+from distill.config.recipe import recipe_from_dict
 from distill.rounds import LEDGER, _append, committed_rounds, dataset_rows, round_recipe, run_round
 
 

@@ -7,21 +7,12 @@ import json
 import polars as pl
 import pytest
 
-from distill.engines import Completion, Result, SamplingParams, TransformersEngine
-from distill.prompts import PROMPT_SCHEMA
-from distill.recipe import AdaptiveConfig, CostConfig
-from distill.rejection import adaptive_plan, pass_rates, select_per_prompt, unsolved_prompts
-from distill.sample import (
-    accounting,
-    generate_adaptive,
-    generate_traces,
-    generate_traces_parallel,
-    ledger_totals,
-    read_ledger,
-    sample_ids,
-    shard_status,
-)
-from distill.storage import read_table
+from distill.engines.engines import Completion, Result, SamplingParams, TransformersEngine
+from distill.generation.prompts import PROMPT_SCHEMA
+from distill.config.recipe import AdaptiveConfig, CostConfig
+from distill.generation.rejection import adaptive_plan, pass_rates, select_per_prompt, unsolved_prompts
+from distill.generation.sample import accounting, generate_adaptive, generate_traces, generate_traces_parallel, ledger_totals, read_ledger, sample_ids, shard_status
+from distill.core.storage import read_table
 
 
 def _prompts(n):
@@ -213,7 +204,7 @@ def test_parallel_workers_on_this_machine(tmp_path, tiny_llama):
     """Two spawned processes, each with its own (transformers) engine, then a checking pass here."""
     from functools import partial
 
-    from distill.engines import make_engine
+    from distill.engines.engines import make_engine
 
     prompts = _prompts(6)
     factory = partial(make_engine, "transformers", str(tiny_llama))
@@ -323,8 +314,8 @@ def test_adaptive_rounds_resume_and_never_redraw(tmp_path):
 
 def test_sample_stage_survives_engine_switch_and_price_changes(tmp_path, tiny_llama):
     from distill.pipeline import Run, run_pipeline
-    from distill.recipe import recipe_from_dict
-    from distill.report import generation_accounting
+    from distill.config.recipe import recipe_from_dict
+    from distill.report.summary import generation_accounting
 
     base = {"name": "fp", "run_dir": str(tmp_path / "run"), "threads": 1, "prompts": {"n_train": 6, "n_eval": 1},
             "teacher": {"enabled": False, "model": str(tiny_llama)},

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distill.sample import read_ledger
-from distill.storage import read_table
+from distill.generation.sample import read_ledger
+from distill.core.storage import read_table
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
@@ -99,8 +99,8 @@ def test_sigkill_distill_sample_then_rerun_equals_uninterrupted(tiny_llama, tmp_
 SCRIPT = """
 import sys, time
 import polars as pl
-from distill.engines import SamplingParams, TransformersEngine
-from distill.sample import generate_traces
+from distill.engines.engines import SamplingParams, TransformersEngine
+from distill.generation.sample import generate_traces
 
 out, model = sys.argv[1], sys.argv[2]
 prompts = pl.DataFrame({"prompt_id": [f"p{i}" for i in range(24)], "prompt": [f"What is {i} + {i}?" for i in range(24)]})

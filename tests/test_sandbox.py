@@ -1,4 +1,4 @@
-"""distill.sandbox: limits, and hostile programs contained in every isolation mode this machine offers.
+"""distill.verify.sandbox: limits, and hostile programs contained in every isolation mode this machine offers.
 
 Every hostile program is bounded so that even run unsandboxed it does no lasting harm: the fork bomb stops
 at 200 sleeping children that exit after 30 s, the memory bomb asks for 2 GiB of untouched memory, writes
@@ -22,7 +22,7 @@ import dataclasses
 
 import pytest
 
-from distill.sandbox import CPU_EXIT, ISOLATIONS, Limits, Sandbox, SandboxError
+from distill.verify.sandbox import CPU_EXIT, ISOLATIONS, Limits, Sandbox, SandboxError
 
 # A generous wall clock: a loaded 2-core machine can take seconds just to start Python in a sandbox.
 # The wall-clock test uses its own short limit (SHORT_WALL).

@@ -3,8 +3,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from distill.recipe import LoraConfig
-from distill.sft import TemplateLintError, build_sft_trainer, lint_template, train_sft
+from distill.config.recipe import LoraConfig
+from distill.training.sft import TemplateLintError, build_sft_trainer, lint_template, train_sft
 
 ROWS = [
     {"prompt": [{"role": "user", "content": f"What is {i} + 2?"}],

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from distill.sft import last_checkpoint
+from distill.training.sft import last_checkpoint
 
 WORKER = """
 import json, sys
 from pathlib import Path
-from distill.recipe import LoraConfig
-from distill.sft import train_sft
+from distill.config.recipe import LoraConfig
+from distill.training.sft import train_sft
 rows = [{"prompt": [{"role": "user", "content": f"What is {i} + 2?"}],
          "completion": [{"role": "assistant", "content": f"<think>\\n{i} + 2 = {i + 2}\\n</think>\\nThe answer is \\\\boxed{{{i + 2}}}."}]}
         for i in range(64)]

@@ -1,7 +1,7 @@
 import polars as pl
 import pytest
 
-from distill.storage import atomic_path, fingerprint, is_done, read_table, write_manifest, write_parquet
+from distill.core.storage import atomic_path, fingerprint, is_done, read_table, write_manifest, write_parquet
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):

@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 from distill.cli import main as cli_main
-from distill.prompts import load_prompts
-from distill.recipe import PromptsConfig, TeacherConfig, load_recipe
+from distill.generation.prompts import load_prompts
+from distill.config.recipe import PromptsConfig, TeacherConfig, load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_TEACHER_RECIPES = ["r1-zero-qwen2.5-math-7b", "r1-zero-qwen2.5-32b", "r1-qwen2.5-math-7b", "r1-qwen2.5-32b"]
@@ -173,7 +173,7 @@ def test_plan_reports_what_trl_refuses(capsys):
 
 def test_cpu_runs_skip_gradient_checkpointing_unless_the_recipe_asks(tmp_path):
     # TRL checkpoints gradients by default; on a CPU that only recomputes the forward pass
-    from distill.training import base_args
+    from distill.training.common import base_args
     from rl.teacher import grpo_args
 
     assert not torch.cuda.is_available()
@@ -191,7 +191,7 @@ def test_fewshot_cold_start_keeps_verified_formatted_traces_from_a_real_model(tm
     # trace is checked again, and the kept rows render into cold-start SFT rows
     from transformers import AutoTokenizer
 
-    from distill.models import resolve_model
+    from distill.core.models import resolve_model
     from rl.cold_start import collect, render, run_cold_start
     from rl.rewards import Accuracy
     from rl.templates import build_template

@@ -10,24 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from distill.sandbox import Limits
-from distill.verify import (
-    FACTORIES,
-    VERIFIERS,
-    CodeVerifier,
-    Verdict,
-    extract_code,
-    extract_final_answer,
-    get_verifier,
-    make_code_verifier,
-    outputs_match,
-    parse_code_tests,
-    register,
-    verify_file,
-    verify_math,
-    verify_table,
-    verify_table_with_stats,
-)
+from distill.verify.sandbox import Limits
+from distill.verify.verify import FACTORIES, VERIFIERS, CodeVerifier, Verdict, extract_code, extract_final_answer, get_verifier, make_code_verifier, outputs_match, parse_code_tests, register, verify_file, verify_math, verify_table, verify_table_with_stats
 
 CASES = [
     json.loads(line)

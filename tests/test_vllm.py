@@ -2,8 +2,8 @@
 
 import pytest
 
-from distill.engines import Request, SamplingParams, TransformersEngine, VLLMEngine
-from distill.recipe import VLLMSettings
+from distill.engines.engines import Request, SamplingParams, TransformersEngine, VLLMEngine
+from distill.config.recipe import VLLMSettings
 
 PROMPTS = [Request(f"r{i}", [{"role": "user", "content": q}]) for i, q in enumerate(["What is 2 + 3?", "Say hello.", "写一首诗"])]
 

@@ -12,9 +12,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from distill.progress import progress_enabled
-from distill.recipe import LoraConfig
-from distill.storage import atomic_dir
+from distill.core.progress import progress_enabled
+from distill.config.recipe import LoraConfig
+from distill.core.storage import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def base_args(output_dir: Path, seed: int) -> dict[str, Any]:
         "use_cpu": not gpu,
         "bf16": gpu,
         "dataloader_num_workers": 0,
-        "disable_tqdm": not progress_enabled(),  # the trainer's bar has the ETA (distill.progress)
+        "disable_tqdm": not progress_enabled(),  # the trainer's bar has the ETA (distill.core.progress)
         # TRL turns gradient checkpointing on by default. On a GPU that saves memory; on a CPU, where only
         # small models train, it just recomputes the forward pass (GRPO steps of the demo: -11 % time off).
         **({} if gpu else {"gradient_checkpointing": False}),

@@ -25,8 +25,8 @@ from typing import Any
 
 import polars as pl
 
-from distill.recipe import Recipe
-from distill.storage import file_sha256, read_json, write_json
+from distill.config.recipe import Recipe
+from distill.core.storage import file_sha256, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def _need(path: Path, what: str) -> Path:
 
 def stage(run_dir: Path, recipe: Recipe, out: Path) -> dict[str, Any]:
     """Write every repo's files under `out/<datasets|models>/<repo id>/`; return the plan."""
-    from distill.cards import dataset_card, model_card
+    from distill.publish.cards import dataset_card, model_card
 
     run_dir, out = Path(run_dir), Path(out)
     report = read_json(_need(run_dir / "report.json", "report.json"))
@@ -142,7 +142,7 @@ def stage(run_dir: Path, recipe: Recipe, out: Path) -> dict[str, Any]:
 
 
 def _check_licences(recipe: Recipe) -> None:
-    from distill.cards import source_licences
+    from distill.publish.cards import source_licences
 
     unknown = [k for k, v in source_licences(recipe).items() if v == "unknown"]
     if unknown and not recipe.publish.private:

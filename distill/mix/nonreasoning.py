@@ -22,9 +22,9 @@ from typing import Any, Callable
 
 import polars as pl
 
-from distill.recipe import GeneratorConfig, IdentityConfig, MergeSource
-from distill.schema import THINK_CLOSE, THINK_OPEN, content_id, split_think
-from distill.storage import read_table
+from distill.config.recipe import GeneratorConfig, IdentityConfig, MergeSource
+from distill.core.schema import THINK_CLOSE, THINK_OPEN, content_id, split_think
+from distill.core.storage import read_table
 
 log = logging.getLogger(__name__)
 
@@ -159,13 +159,13 @@ def source_rows(src: MergeSource, seed: int = 0) -> list[dict]:
 def generate_answers(rows: list[dict], out_dir: Path, gen: GeneratorConfig, model: str) -> dict[str, dict]:
     """Answers for rows whose response is to be generated, by id: {"text", "finish_reason", "tokens"}.
 
-    Generation is sharded and resumable (distill.sample): a rerun after a kill only fills missing shards.
+    Generation is sharded and resumable (distill.generation.sample): a rerun after a kill only fills missing shards.
     """
     from functools import partial
 
-    from distill.engines import SamplingParams, make_engine
-    from distill.models import resolve_model
-    from distill.sample import generate_traces
+    from distill.engines.engines import SamplingParams, make_engine
+    from distill.core.models import resolve_model
+    from distill.generation.sample import generate_traces
 
     todo = pl.DataFrame(
         {"prompt_id": [r["id"] for r in rows], "prompt": [r["prompt"] for r in rows]}, schema={"prompt_id": pl.Utf8, "prompt": pl.Utf8}

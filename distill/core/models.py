@@ -12,7 +12,7 @@ import logging
 import os
 from pathlib import Path
 
-from distill.storage import atomic_dir
+from distill.core.storage import atomic_dir
 
 log = logging.getLogger(__name__)
 

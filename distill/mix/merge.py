@@ -9,7 +9,7 @@ seed to its token target. Every source row is either in the set (perhaps several
 dropped table with its reason.
 
 Rows come out in TRL's conversational prompt/completion form; reasoning completions keep their
-`<think>` block, non-reasoning ones carry none or an empty one (distill.nonreasoning).
+`<think>` block, non-reasoning ones carry none or an empty one (distill.mix.nonreasoning).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Callable
 
 import polars as pl
 
-from distill.recipe import KindWeights, MergeConfig, MixWeights
-from distill.schema import content_id
+from distill.config.recipe import KindWeights, MergeConfig, MixWeights
+from distill.core.schema import content_id
 
 MSGS = pl.List(pl.Struct({"role": pl.Utf8, "content": pl.Utf8}))
 SFT_SCHEMA = {
@@ -257,7 +257,7 @@ def build_sft_set(
 
     `tokenizer` (the student's) counts tokens and decides the `auto` think style; `generator_model` and
     `work_dir` serve `generate: true` sources (`answers` replaces generation in tests)."""
-    from distill.nonreasoning import build_non_reasoning, resolve_think_style
+    from distill.mix.nonreasoning import build_non_reasoning, resolve_think_style
 
     style = resolve_think_style(cfg.think, tokenizer, chat_template)
     reasoning = reasoning_rows(kept, system_prompt)
@@ -311,7 +311,7 @@ def write_hf_dataset(df: pl.DataFrame, out: Path) -> None:
     """Also save in `datasets`' own format, so `load_from_disk` works as well as parquet loading."""
     import datasets
 
-    from distill.storage import atomic_dir
+    from distill.core.storage import atomic_dir
 
     with atomic_dir(out) as tmp:
         datasets.Dataset.from_list(df.to_dicts()).save_to_disk(str(tmp))

@@ -24,7 +24,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from distill.schema import THINK_CLOSE, THINK_OPEN, split_think
+from distill.core.schema import THINK_CLOSE, THINK_OPEN, split_think
 
 TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"
 PER_KIND = 4

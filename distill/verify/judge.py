@@ -20,8 +20,8 @@ import hashlib
 import re
 from typing import Any, Sequence
 
-from distill.schema import split_think
-from distill.verify import Verdict, Verifier, extract_final_answer, map_verdicts
+from distill.core.schema import split_think
+from distill.verify.verify import Verdict, Verifier, extract_final_answer, map_verdicts
 
 JUDGE_TEMPLATE = """You are checking a student's answer against the reference answer.
 {problem}
@@ -117,7 +117,7 @@ class LLMJudge:
     def judge_many(
         self, completions: Sequence[str], references: Sequence[str | None], problems: Sequence[str | None] | None = None
     ) -> list[Verdict]:
-        from distill.engines import Request, SamplingParams
+        from distill.engines.engines import Request, SamplingParams
 
         problems = problems if problems is not None else [None] * len(completions)
         out: list[Verdict | None] = [None] * len(completions)

@@ -5,7 +5,7 @@ never the format: a right answer without a think block is still right, so before
 measure reasoning, not tags. Format compliance is reported beside it.
 
 Benchmarks come from the Hub through `datasets` in production and from local files in tests; each has a
-kind that picks its parser (distill.answers: boxed math, a last line `Answer: $LETTER`, a JSON answer
+kind that picks its parser (distill.verify.answers: boxed math, a last line `Answer: $LETTER`, a JSON answer
 field) and a prompt template. Confidence intervals are over prompts (the k samples of one prompt are
 correlated): a t-interval on the per-prompt pass rates, and for a before/after difference a paired one on
 the per-prompt differences (the same prompts, so most prompt-to-prompt variance cancels).
@@ -27,12 +27,12 @@ from typing import Callable
 
 import polars as pl
 
-from distill.engines import Engine, SamplingParams
-from distill.recipe import EvalBenchmark, EvalConfig
-from distill.sample import generate_traces
-from distill.schema import content_id, format_ok
-from distill.storage import read_table, write_json, write_parquet
-from distill.verify import extract_final_answer, verify_table
+from distill.engines.engines import Engine, SamplingParams
+from distill.config.recipe import EvalBenchmark, EvalConfig
+from distill.generation.sample import generate_traces
+from distill.core.schema import content_id, format_ok
+from distill.core.storage import read_table, write_json, write_parquet
+from distill.verify.verify import extract_final_answer, verify_table
 
 KIND_VERIFIER = {"math": "math", "multiple_choice": "multiple_choice", "json": "json"}
 _T_SMALL = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # exact 97.5% points
@@ -146,13 +146,13 @@ def paired_delta(before: pl.DataFrame, after: pl.DataFrame) -> dict:
 
 
 def prompt_template(b: EvalBenchmark) -> str:
-    from distill.answers import PROMPT_TEMPLATES
+    from distill.verify.answers import PROMPT_TEMPLATES
 
     return b.prompt_template if b.prompt_template is not None else PROMPT_TEMPLATES[b.kind]
 
 
 def _gold(b: EvalBenchmark, value, choices: list[str] | None, where: str) -> str | None:
-    from distill.answers import LETTERS, gold_letter
+    from distill.verify.answers import LETTERS, gold_letter
 
     if value is None:
         return None
@@ -175,7 +175,7 @@ def _gold(b: EvalBenchmark, value, choices: list[str] | None, where: str) -> str
 
 def load_benchmark(b: EvalBenchmark) -> pl.DataFrame:
     """Prompt rows (prompt_id, prompt, answer, task, source) for one benchmark, deterministic for its spec."""
-    from distill.answers import render_prompt
+    from distill.verify.answers import render_prompt
 
     if b.source == "hf":
         import datasets
@@ -263,7 +263,7 @@ def _model_facts(path: str, engine: str, dtype: str) -> dict:
         c = json.loads(cfg.read_text())
         stored = c.get("dtype") or c.get("torch_dtype")
     if engine == "transformers":
-        from distill.engines import _has_cuda
+        from distill.engines.engines import _has_cuda
 
         facts["dtype"] = "float32" if not _has_cuda() else f"auto ({stored})"
     else:
@@ -288,7 +288,7 @@ def evaluate_all(
     engine serves all benchmarks of a model). `pairs`: name -> (before key, after key) for the deltas.
     results[key] holds the held-out scores at the top (report.json's contract), and `benchmarks`.
     """
-    from distill.sample import SharedEngine
+    from distill.generation.sample import SharedEngine
 
     out_dir = Path(out_dir)
     params = SamplingParams(cfg.k, cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.seed)

@@ -70,7 +70,7 @@ class HardwareConfig(Section):
     uses the same fields for its memory and time estimates, and `distill launch` for the command.
     """
 
-    gpu: str = "H100-80GB"  # a name from distill.plan.GPUS
+    gpu: str = "H100-80GB"  # a name from distill.planning.plan.GPUS
     gpus_per_node: int = Field(8, ge=1)
     nodes: int = Field(1, ge=1)
     strategy: Literal["ddp", "zero2", "zero3", "zero3-offload", "fsdp"] = "zero3"
@@ -79,7 +79,7 @@ class HardwareConfig(Section):
     @field_validator("gpu")
     @classmethod
     def _known_gpu(cls, v: str) -> str:
-        from distill.plan import gpu_spec
+        from distill.planning.plan import gpu_spec
 
         return gpu_spec(v).name
 
@@ -459,7 +459,7 @@ class SourceFields(Section):
 
 
 class MergeSource(Section):
-    """One non-reasoning source (distill.nonreasoning): rows of (prompt, response) in a category.
+    """One non-reasoning source (distill.mix.nonreasoning): rows of (prompt, response) in a category.
 
     kind `file`: a local JSONL/parquet; `hf`: `datasets.load_dataset(path, hf_config, split=split)`;
     `self_cognition`: questions about the assistant answered from templates with the identity's name and
@@ -532,7 +532,7 @@ class GeneratorConfig(Section):
 
 
 class MergeConfig(Section):
-    """Reasoning traces + non-reasoning sources, mixed by token budget (distill.merge)."""
+    """Reasoning traces + non-reasoning sources, mixed by token budget (distill.mix.merge)."""
 
     non_reasoning: list[MergeSource] = Field(
         default_factory=lambda: [MergeSource(path="data/non_reasoning.jsonl")]
@@ -587,7 +587,7 @@ class EvalBenchmark(Section):
 
     `kind` picks the parser: `math` (the final `\\boxed{}` answer, math-verify), `multiple_choice` (a last
     line `Answer: $LETTER`), `json` (a JSON object's `json_key` field). `prompt_template` fills in
-    `{question}` and `{choices}` (lettered lines); default: the kind's template (distill.answers)."""
+    `{question}` and `{choices}` (lettered lines); default: the kind's template (distill.verify.answers)."""
 
     name: str
     kind: Literal["math", "multiple_choice", "json"] = "math"
@@ -640,7 +640,7 @@ class EvalConfig(Section):
 
 class PublishConfig(Section):
     """Push the run's datasets (reasoning, non-reasoning, merged) and student checkpoints to the Hub, each
-    with a card (distill/publish.py). The token comes from HF_TOKEN or `huggingface-cli login`, never from
+    with a card (distill/publish/hub.py). The token comes from HF_TOKEN or `huggingface-cli login`, never from
     the recipe. `dry_run` writes exactly the files that would be pushed under `dry_run_dir` instead."""
 
     enabled: bool = False

@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import re
 
-from distill.schema import split_think
-from distill.verify import Verdict, register, register_factory
+from distill.core.schema import split_think
+from distill.verify.verify import Verdict, register, register_factory
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 

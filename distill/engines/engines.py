@@ -8,7 +8,7 @@ Three engines, chosen by one recipe field (`sampling.engine`):
 
 Prompts are rendered to token ids once, here, with the model's chat template (or the recipe's), so every
 engine sees exactly the same prompt (the HTTP engine's `chat` endpoint excepted: the server renders).
-Sharding, resume and accounting live above this, in `distill.sample`, not in each engine.
+Sharding, resume and accounting live above this, in `distill.generation.sample`, not in each engine.
 
 Besides `generate`, an engine may offer `stream(batches, params)`, yielding `(batch index, results)` as
 whole batches finish while it keeps working on the next ones: vLLM and the HTTP engine then never drain
@@ -29,7 +29,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
-from distill.schema import content_id
+from distill.core.schema import content_id
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def configure_cpu_vllm() -> None:
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     n = os.cpu_count() or 1
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{n - 1}" if n > 1 else "0")
-    from distill.models import cache_dir
+    from distill.core.models import cache_dir
 
     os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_dir() / "vllm"))
 
@@ -133,13 +133,13 @@ class VLLMEngine:
 
     Data parallelism is not this class's job: vLLM refuses `LLM(data_parallel_size>1)` in one process and
     its offline DP for dense models is one independent engine per process, which is what
-    `distill.sample.generate_traces_parallel` runs (each process on its own GPUs and shards).
+    `distill.generation.sample.generate_traces_parallel` runs (each process on its own GPUs and shards).
     """
 
     name = "vllm"
 
     def __init__(self, model: str, settings=None, seed: int = 0, chat_template: str | None = None):
-        from distill.recipe import VLLMSettings
+        from distill.config.recipe import VLLMSettings
 
         settings = settings or VLLMSettings()
         on_cpu = not _has_cuda()
@@ -453,7 +453,7 @@ class OpenAIEngine:
 
     def __init__(self, model: str | None, settings=None, *, seed: int = 0, chat_template: str | None = None, rate_window_s: float = 60.0):
         import httpx
-        from distill.recipe import OpenAISettings
+        from distill.config.recipe import OpenAISettings
 
         self.settings = s = settings or OpenAISettings()
         self.seed = seed

@@ -41,7 +41,7 @@ def _token_lengths(path: Path, by_verdict: bool = False) -> list[float] | dict[s
     `by_verdict`: split into correct / incorrect / unverifiable."""
     import polars as pl
 
-    from distill.storage import read_table
+    from distill.core.storage import read_table
 
     if not path.exists():
         return None

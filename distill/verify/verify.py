@@ -10,7 +10,7 @@ they are switched off here; the work is bounded instead by capping the text hand
 refusing values whose exact evaluation would never finish (`9^{9^{9}}`).
 
 The `code` verifier runs the solution's last fenced Python block against stdin/stdout tests in a sandbox
-(`distill.sandbox`). Its reference (the `answer` column of a code row) is a JSON string:
+(`distill.verify.sandbox`). Its reference (the `answer` column of a code row) is a JSON string:
 
     [{"input": "1 2\\n", "output": "3\\n"}, ...]          # or {"tests": [...]}
     {"inputs": ["1 2\\n", ...], "outputs": ["3\\n", ...]}  # the APPS / TACO layout
@@ -19,7 +19,7 @@ Outputs match when their lines match after trailing whitespace and leading/trail
 
 Verifiers that need resources are built by factories: `get_verifier("judge", engine=...)` (an LLM judge) and
 `get_verifier("math+judge", engine=...)` (rules first, the judge for what they leave unverifiable; see
-distill.judge). A verifier object may offer `verify_batch(completions, references, prompts=, workers=)`
+distill.verify.judge). A verifier object may offer `verify_batch(completions, references, prompts=, workers=)`
 returning (verdicts, stats); `verify_table` uses it, and records the stats (judge/rules disagreements, the
 sandbox's protections). Plain per-row verifiers run in a process pool when `workers > 1`.
 """
@@ -41,8 +41,8 @@ import math_verify
 import polars as pl
 import sympy
 
-from distill.schema import split_think
-from distill.storage import read_table, write_parquet
+from distill.core.schema import split_think
+from distill.core.storage import read_table, write_parquet
 
 
 @dataclass(frozen=True)
@@ -453,12 +453,12 @@ class CodeVerifier:
     `error: ...` (the sandbox could not run) are unverifiable.
     """
 
-    sandbox: Any = None  # a distill.sandbox.Sandbox; built on first use (its probe runs a process)
+    sandbox: Any = None  # a distill.verify.sandbox.Sandbox; built on first use (its probe runs a process)
     max_tests: int | None = None  # run at most this many tests (the first ones)
 
     def _box(self):
         if self.sandbox is None:
-            from distill.sandbox import Sandbox
+            from distill.verify.sandbox import Sandbox
 
             self.sandbox = Sandbox()
         return self.sandbox
@@ -499,8 +499,8 @@ class CodeVerifier:
 def make_code_verifier(
     limits: Any = None, isolation: str = "auto", python: str | None = None, max_tests: int | None = None
 ) -> CodeVerifier:
-    """A code verifier with its own sandbox settings (`limits`: a distill.sandbox.Limits)."""
-    from distill.sandbox import Sandbox
+    """A code verifier with its own sandbox settings (`limits`: a distill.verify.sandbox.Limits)."""
+    from distill.verify.sandbox import Sandbox
 
     return CodeVerifier(Sandbox(limits, isolation=isolation, python=python), max_tests=max_tests)
 
@@ -510,14 +510,14 @@ register("code")(CodeVerifier())  # default limits; a sandbox probe on first use
 
 @register_factory("judge")
 def _make_judge(**options: Any) -> Verifier:
-    from distill.judge import LLMJudge
+    from distill.verify.judge import LLMJudge
 
     return LLMJudge(**options)
 
 
 @register_factory("math+judge")
 def _make_math_judge_cascade(**options: Any) -> Verifier:
-    from distill.judge import Cascade, LLMJudge
+    from distill.verify.judge import Cascade, LLMJudge
 
     cascade_keys = {"check_fraction", "seed", "judge_reasons"}
     judge = LLMJudge(**{k: v for k, v in options.items() if k not in cascade_keys})
@@ -622,12 +622,12 @@ def verify_file(
 
 
 def verify_with_config(df: pl.DataFrame, cfg: Any, engine: Any = None) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """The verify stage's work for a recipe's `verify` section (a distill.recipe.VerifyConfig): its verifier
+    """The verify stage's work for a recipe's `verify` section (a distill.config.recipe.VerifyConfig): its verifier
     with its settings; a judge engine is started for judge verifiers (unless `engine` is given) and closed."""
     options: dict[str, Any] = {}
     owned = None
     if cfg.verifier == "code":
-        from distill.sandbox import Limits
+        from distill.verify.sandbox import Limits
 
         c = cfg.code
         limits = Limits(wall_s=c.wall_s, cpu_s=c.cpu_s, memory_mb=c.memory_mb, nproc=c.nproc, output_bytes=c.output_kb << 10)
@@ -635,8 +635,8 @@ def verify_with_config(df: pl.DataFrame, cfg: Any, engine: Any = None) -> tuple[
     elif "judge" in cfg.verifier:
         j = cfg.judge
         if engine is None:
-            from distill.engines import make_engine
-            from distill.models import resolve_model
+            from distill.engines.engines import make_engine
+            from distill.core.models import resolve_model
 
             http = {"openai_settings": j.openai} if j.engine == "openai" else {}
             engine = owned = make_engine(
@@ -653,4 +653,4 @@ def verify_with_config(df: pl.DataFrame, cfg: Any, engine: Any = None) -> tuple[
 
 
 # multiple_choice and json join the registry (kept in their own module, which imports this one)
-from distill import answers as _answers  # noqa: E402,F401
+from distill.verify import answers as _answers  # noqa: E402,F401

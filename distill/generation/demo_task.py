@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from distill.schema import THINK_CLOSE, THINK_OPEN, content_id
+from distill.core.schema import THINK_CLOSE, THINK_OPEN, content_id
 
 INSTRUCTION = (
     "Think step by step inside <think> </think> tags, then give the final answer in \\boxed{}."

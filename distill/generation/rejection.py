@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from distill.schema import PROMPT_COLUMNS, normalize_text
+from distill.core.schema import PROMPT_COLUMNS, normalize_text
 
 OVER_K = "over_k"
 

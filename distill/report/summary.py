@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from distill.storage import read_json, write_json
+from distill.core.storage import read_json, write_json
 
 
 def generation_accounting(run, manifests: dict[str, dict]) -> dict:
@@ -194,7 +194,7 @@ def write_report(run, manifests: dict[str, dict]) -> dict:
     report = build_report(run, manifests)
     write_json(Path(run.dir) / "report.json", report)
     (Path(run.dir) / "report.md").write_text(render_markdown(report))
-    from distill.html_report import write_html
+    from distill.report.html import write_html
 
     write_html(Path(run.dir), report)
     # the resolved recipe beside its outputs: `distill publish RUN_DIR` builds the cards from it

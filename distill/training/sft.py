@@ -15,15 +15,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distill.recipe import LoraConfig
-from distill.lint import TemplateLintError, lint_rows, stop_token_ids  # noqa: F401  (TemplateLintError re-exported)
-from distill.training import base_args, checkpoint_step, last_checkpoint, log_history, model_init_kwargs, peft_config, save_merged
+from distill.config.recipe import LoraConfig
+from distill.training.lint import TemplateLintError, lint_rows, stop_token_ids  # noqa: F401  (TemplateLintError re-exported)
+from distill.training.common import base_args, checkpoint_step, last_checkpoint, log_history, model_init_kwargs, peft_config, save_merged
 
 log = logging.getLogger(__name__)
 
 
 def lint_template(tokenizer, rows: list[dict], chat_template: str | None = None, **kwargs) -> dict[str, Any]:
-    """Render and tokenize a sample of every kind of row as TRL will; raise TemplateLintError (distill.lint)."""
+    """Render and tokenize a sample of every kind of row as TRL will; raise TemplateLintError (distill.training.lint)."""
     return lint_rows(tokenizer, rows, chat_template=chat_template, **kwargs)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from distill import demo_task
-from distill.recipe import PromptsConfig
-from distill.schema import content_id
+from distill.generation import demo_task
+from distill.config.recipe import PromptsConfig
+from distill.core.schema import content_id
 
 PROMPT_SCHEMA = {
     "prompt_id": pl.Utf8,
@@ -45,7 +45,7 @@ def load_prompts(cfg: PromptsConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
         train, ev = demo_task.make_prompts(cfg.n_train, cfg.n_eval, cfg.seed)
         return pl.DataFrame(train, schema=PROMPT_SCHEMA), pl.DataFrame(ev, schema=PROMPT_SCHEMA)
     if cfg.source == "file":
-        from distill.storage import read_table
+        from distill.core.storage import read_table
 
         df = _normalise(read_table(cfg.path), cfg, cfg.path)
     else:

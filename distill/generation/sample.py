@@ -35,10 +35,10 @@ from typing import Any, Callable
 
 import polars as pl
 
-from distill.engines import Engine, Request, SamplingParams, stream_batches
-from distill.progress import progress
-from distill.schema import content_id
-from distill.storage import file_sha256, read_json, write_json, write_parquet
+from distill.engines.engines import Engine, Request, SamplingParams, stream_batches
+from distill.core.progress import progress
+from distill.core.schema import content_id
+from distill.core.storage import file_sha256, read_json, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -453,12 +453,12 @@ def generate_adaptive(
     keep_k: int | None = None,
 ) -> dict:
     """n samples per prompt, then rounds of `adaptive.samples_per_round` more for prompts whose pass rate
-    is low but not zero, until the per-prompt budget (`distill.rejection.adaptive_plan` decides).
+    is low but not zero, until the per-prompt budget (`distill.generation.rejection.adaptive_plan` decides).
 
     `generate(prompts, out_dir, params=, prefix=)` is one pass (generate_traces with its engine bound);
     `verify(df)` adds `correct`. Round r's shards are `round{r:02d}-NNNNN.parquet`. Which prompts a round
     samples depends only on what earlier rounds wrote, so a rerun after a kill plans the same rounds."""
-    from distill.rejection import adaptive_plan
+    from distill.generation.rejection import adaptive_plan
 
     stats = generate(prompts, out_dir, params=params, prefix="shard")
     rounds: list[dict] = []
