@@ -7,11 +7,16 @@ import json
 import polars as pl
 import pytest
 
-from distill.engines.engines import Completion, Result, SamplingParams, TransformersEngine
+from distill.engines.base import Completion, Result, SamplingParams
+from distill.engines.transformers import TransformersEngine
 from distill.generation.prompts import PROMPT_SCHEMA
 from distill.config.recipe import AdaptiveConfig, CostConfig
 from distill.generation.rejection import adaptive_plan, pass_rates, select_per_prompt, unsolved_prompts
-from distill.generation.sample import accounting, generate_adaptive, generate_traces, generate_traces_parallel, ledger_totals, read_ledger, sample_ids, shard_status
+from distill.generation.ledger import accounting, ledger_totals, read_ledger
+from distill.generation.adaptive import generate_adaptive
+from distill.generation.sample import generate_traces
+from distill.generation.parallel import generate_traces_parallel
+from distill.generation.shards import sample_ids, shard_status
 from distill.core.storage import read_table
 
 
@@ -204,7 +209,7 @@ def test_parallel_workers_on_this_machine(tmp_path, tiny_llama):
     """Two spawned processes, each with its own (transformers) engine, then a checking pass here."""
     from functools import partial
 
-    from distill.engines.engines import make_engine
+    from distill.engines.factory import make_engine
 
     prompts = _prompts(6)
     factory = partial(make_engine, "transformers", str(tiny_llama))

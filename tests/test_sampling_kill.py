@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distill.generation.sample import read_ledger
+from distill.generation.ledger import read_ledger
 from distill.core.storage import read_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,7 +99,8 @@ def test_sigkill_distill_sample_then_rerun_equals_uninterrupted(tiny_llama, tmp_
 SCRIPT = """
 import sys, time
 import polars as pl
-from distill.engines.engines import SamplingParams, TransformersEngine
+from distill.engines.base import SamplingParams
+from distill.engines.transformers import TransformersEngine
 from distill.generation.sample import generate_traces
 
 out, model = sys.argv[1], sys.argv[2]
