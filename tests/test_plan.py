@@ -7,8 +7,12 @@ import pytest
 
 from distill.cli import main
 from distill.launch import accelerate_config, launch_command
-from distill.planning.plan import ARCHS, arch_for, arch_from_config, gpu_spec, plan_recipe, sft_memory
-from distill.config.recipe import RecipeError, load_recipe, recipe_from_dict
+from distill.planning.archs import ARCHS, arch_for, arch_from_config
+from distill.core.hardware import gpu_spec
+from distill.planning.plan import plan_recipe
+from distill.planning.memory import sft_memory
+from distill.config.base import RecipeError
+from distill.config.recipe import load_recipe, recipe_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDENT_RECIPES = sorted((ROOT / "recipes").glob("r1-distill-*.yaml"))

@@ -1,22 +1,8 @@
 """`distill plan`: memory per GPU and GPU-hours per stage for a recipe, without loading any weights.
 
-Model shapes come from a table of the named architectures (the six R1 students, the usual teachers) or
-from a local directory's config.json. Every number is arithmetic on those shapes, the recipe's settings
-and the assumptions below; docs/planning.md derives them and compares the result with published runs.
-
-Memory per GPU for SFT (bytes; P parameters, N GPUs, bf16 mixed precision, AdamW):
-  full fine-tuning keeps 16 bytes per parameter of model states (ZeRO paper: bf16 weights 2 + bf16 grads 2
-  + fp32 master weights, Adam m and v 12): all of it per GPU under DDP, 2 + 14/N under ZeRO-2, 16/N
-  under ZeRO-3 and FSDP full sharding (plus the gathered working set: two blocks' weights in flight and
-  the embedding), 2/N on the GPU with the rest in CPU memory under ZeRO-3 offload.
-  LoRA freezes the base (2 bytes per parameter, sharded like the weights above) and trains r·(d_in+d_out)
-  per adapted matrix with 16 bytes each; QLoRA stores the adapted base matrices in NF4 with double
-  quantisation (4.127 bits per parameter), embeddings and norms in bf16.
-  Activations with gradient checkpointing: one bf16 hidden state per layer per token, plus one layer's
-  activations and their gradients while it is recomputed. TRL's SFTTrainer (1.x) scores tokens through a
-  tiled LM head, so the (tokens x vocabulary) logits are never materialised; a trainer that materialises
-  them (`fused_logits=False`) adds 10 bytes per token per vocabulary entry (bf16 logits, fp32 copy, fp32 grad).
-  A fit leaves 2.5 GiB of each GPU to the CUDA context, NCCL and cuBLAS and 10% to fragmentation.
+Model shapes come from distill.planning.archs, GPUs from distill.core.hardware, memory per GPU from
+distill.planning.memory. Every number is arithmetic on those shapes, the recipe's settings and the
+assumptions below; docs/planning.md derives them and compares the result with published runs.
 
 GPU-hours: generation from output tokens over an engine throughput (a decode roofline: each step reads
 the weights and the batch's KV cache once, at a fraction of the GPU's memory bandwidth); SFT from model
@@ -27,271 +13,14 @@ it is part of what a realistic MFU absorbs.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
-GiB = 1024**3
-
-
-@dataclass(frozen=True)
-class GPU:
-    name: str
-    memory_gib: float
-    bf16_tflops: float  # dense, no sparsity
-    bandwidth_tbs: float  # HBM, TB/s
-
-
-GPUS: dict[str, GPU] = {
-    g.name.lower(): g
-    for g in (
-        GPU("H100-80GB", 80, 989, 3.35),  # SXM
-        GPU("H100-PCIe", 80, 756, 2.0),
-        GPU("H200", 141, 989, 4.8),
-        GPU("B200", 180, 2250, 8.0),
-        GPU("A100-80GB", 80, 312, 2.04),
-        GPU("A100-40GB", 40, 312, 1.56),
-        GPU("L40S", 48, 362, 0.864),
-        GPU("A10", 24, 125, 0.6),
-    )
-}
-_GPU_ALIASES = {"h100": "h100-80gb", "h100-sxm": "h100-80gb", "h200-141gb": "h200", "a100": "a100-80gb"}
-
-
-def gpu_spec(name: str) -> GPU:
-    key = name.strip().lower()
-    key = _GPU_ALIASES.get(key, key)
-    if key not in GPUS:
-        raise ValueError(f"unknown GPU {name!r}: known GPUs are {', '.join(g.name for g in GPUS.values())}")
-    return GPUS[key]
-
-
-@dataclass(frozen=True)
-class Arch:
-    """The shape of a decoder-only transformer: what memory and FLOPs are computed from."""
-
-    name: str
-    layers: int
-    hidden: int
-    intermediate: int
-    heads: int
-    kv_heads: int
-    vocab: int
-    tied: bool
-    head_dim: int | None = None
-    qkv_bias: bool = False
-    # Mixture of experts (DeepSeek-V3/R1): total and active parameters given directly, and the KV cache per
-    # token (MLA caches a 512+64 latent per layer instead of keys and values per head)
-    total_params: float | None = None
-    active_params: float | None = None
-    kv_bytes_per_token: float | None = None
-    weight_bytes: float = 2.0  # as served: bf16 = 2, FP8 checkpoints = 1
-
-    @property
-    def hd(self) -> int:
-        return self.head_dim or self.hidden // self.heads
-
-    def linear_shapes(self) -> dict[str, tuple[int, int]]:
-        """(d_in, d_out) of each adapted matrix in one block, by its usual module name."""
-        h, q, kv, i = self.hidden, self.heads * self.hd, self.kv_heads * self.hd, self.intermediate
-        return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
-                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
-
-    def block_params(self) -> int:
-        n = sum(a * b for a, b in self.linear_shapes().values()) + 2 * self.hidden
-        if self.qkv_bias:
-            n += (self.heads + 2 * self.kv_heads) * self.hd
-        return n
-
-    def embedding_params(self) -> int:
-        return self.vocab * self.hidden * (1 if self.tied else 2)
-
-    def params(self) -> float:
-        if self.total_params:
-            return self.total_params
-        return self.layers * self.block_params() + self.embedding_params() + self.hidden
-
-    def active(self) -> float:
-        return self.active_params or self.params()
-
-    def kv_per_token(self) -> float:
-        """KV-cache bytes per token in bf16, all layers."""
-        if self.kv_bytes_per_token:
-            return self.kv_bytes_per_token
-        return 2 * self.layers * self.kv_heads * self.hd * 2
-
-    def lora_params(self, r: int, targets: list[str] | str) -> int:
-        shapes = self.linear_shapes()
-        names = list(shapes) if targets == "all-linear" else [t for t in targets if t in shapes]
-        if targets != "all-linear" and not names:
-            raise ValueError(f"lora.target_modules {targets} names none of {', '.join(shapes)}")
-        return self.layers * sum(r * (shapes[n][0] + shapes[n][1]) for n in names)
-
-
-# From each model's config.json (hidden_size, num_hidden_layers, intermediate_size, num_attention_heads,
-# num_key_value_heads, vocab_size, tie_word_embeddings); DeepSeek-R1 from its model card (671B, 37B active).
-ARCHS: dict[str, Arch] = {
-    a.name.lower(): a
-    for a in (
-        Arch("Qwen2.5-Math-1.5B", 28, 1536, 8960, 12, 2, 151936, True, qkv_bias=True),
-        Arch("Qwen2.5-Math-7B", 28, 3584, 18944, 28, 4, 152064, False, qkv_bias=True),
-        Arch("Qwen2.5-7B", 28, 3584, 18944, 28, 4, 152064, False, qkv_bias=True),
-        Arch("Qwen2.5-14B", 48, 5120, 13824, 40, 8, 152064, False, qkv_bias=True),
-        Arch("Qwen2.5-32B", 64, 5120, 27648, 40, 8, 152064, False, qkv_bias=True),
-        Arch("Qwen2.5-32B-Instruct", 64, 5120, 27648, 40, 8, 152064, False, qkv_bias=True),
-        Arch("QwQ-32B", 64, 5120, 27648, 40, 8, 152064, False, qkv_bias=True),
-        Arch("Llama-3.1-8B", 32, 4096, 14336, 32, 8, 128256, False),
-        Arch("Llama-3.1-8B-Instruct", 32, 4096, 14336, 32, 8, 128256, False),
-        Arch("Llama-3.3-70B-Instruct", 80, 8192, 28672, 64, 8, 128256, False),
-        Arch("SmolLM2-135M-Instruct", 30, 576, 1536, 9, 3, 49152, True),
-        Arch("DeepSeek-R1", 61, 7168, 18432, 128, 128, 129280, False, head_dim=128,
-             total_params=671e9, active_params=37e9, kv_bytes_per_token=61 * (512 + 64) * 2, weight_bytes=1.0),
-    )
-}
-_ARCH_ALIASES = {"embedded:smollm2-135m-instruct": "smollm2-135m-instruct", "deepseek-r1-0528": "deepseek-r1"}
-for _distill in ("Qwen-1.5B", "Qwen-7B", "Qwen-14B", "Qwen-32B", "Llama-8B", "Llama-70B"):  # the R1 students' own names
-    _base = {"Qwen-1.5B": "qwen2.5-math-1.5b", "Qwen-7B": "qwen2.5-math-7b", "Qwen-14B": "qwen2.5-14b",
-             "Qwen-32B": "qwen2.5-32b", "Llama-8B": "llama-3.1-8b", "Llama-70B": "llama-3.3-70b-instruct"}[_distill]
-    _ARCH_ALIASES[f"deepseek-r1-distill-{_distill.lower()}"] = _base
-
-
-def arch_for(model: str) -> Arch:
-    """The shape of `model`: a local directory's config.json, else the table by hub name."""
-    path = Path(model)
-    if (path / "config.json").is_file():
-        return arch_from_config(path / "config.json")
-    key = model.strip().lower()
-    key = _ARCH_ALIASES.get(key, key)
-    key = _ARCH_ALIASES.get(key.rsplit("/", 1)[-1], key.rsplit("/", 1)[-1])
-    if key not in ARCHS:
-        raise ValueError(
-            f"unknown model {model!r}: give a local directory with a config.json, or one of "
-            f"{', '.join(a.name for a in ARCHS.values())}"
-        )
-    return ARCHS[key]
-
-
-def arch_from_config(path: Path) -> Arch:
-    cfg = json.loads(Path(path).read_text())
-    cfg = cfg.get("text_config", cfg)
-    try:
-        heads = cfg["num_attention_heads"]
-        return Arch(
-            name=cfg.get("_name_or_path") or Path(path).parent.name,
-            layers=cfg["num_hidden_layers"],
-            hidden=cfg["hidden_size"],
-            intermediate=cfg["intermediate_size"],
-            heads=heads,
-            kv_heads=cfg.get("num_key_value_heads") or heads,
-            vocab=cfg["vocab_size"],
-            tied=bool(cfg.get("tie_word_embeddings", False)),
-            head_dim=cfg.get("head_dim"),
-            qkv_bias=bool(cfg.get("attention_bias", cfg.get("model_type") == "qwen2")),
-        )
-    except KeyError as e:
-        raise ValueError(f"{path}: config.json lacks {e.args[0]!r}, which the planner needs") from None
-
-
-# --- SFT memory ----------------------------------------------------------------------------------------
-
-RESERVED_GIB = 2.5  # CUDA context, NCCL buffers, cuBLAS workspace
-FRAGMENTATION = 1.10  # allocator slack on top of activations and working buffers
-NF4_BYTES = 4.127 / 8  # NF4 + double-quantised absmax (QLoRA paper: 0.127 bits of constants per parameter)
-LOGIT_BYTES = 2 + 4 + 4  # bf16 logits, their fp32 upcast for the loss, the fp32 gradient
-
-
-@dataclass
-class SFTMemory:
-    strategy: str
-    method: str  # full | lora | qlora
-    gpus: int
-    params: float
-    trainable: float
-    micro_batch_tokens: int
-    gradient_checkpointing: bool
-    fused_logits: bool
-    weights_gib: float
-    grads_gib: float
-    optimizer_gib: float
-    working_gib: float  # gathered shards (ZeRO-3 / FSDP)
-    activations_gib: float
-    logits_gib: float
-    reserved_gib: float
-    total_gib: float
-    capacity_gib: float
-    fits: bool
-    cpu_offload_gib_per_node: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-
-def sft_memory(arch: Arch, *, gpu: GPU, gpus: int, gpus_per_node: int, strategy: str, method: str,
-               lora_r: int = 16, lora_targets: list[str] | str = "all-linear", micro_batch: int = 1,
-               seq_len: int = 4096, gradient_checkpointing: bool = True, fused_logits: bool = True) -> SFTMemory:
-    P = arch.params()
-    n = gpus
-    emb = arch.embedding_params()
-    notes: list[str] = []
-    sharded = strategy in ("zero3", "zero3-offload", "fsdp")
-    trainable = P if method == "full" else float(arch.lora_params(lora_r, lora_targets))
-
-    # the base model's weights (trainable under full fine-tuning, frozen under LoRA/QLoRA)
-    if method == "qlora":
-        quantised = P - emb - arch.layers * 2 * arch.hidden  # the block matrices; embeddings and norms stay bf16
-        weights = quantised * NF4_BYTES + (P - quantised) * 2
-    else:
-        weights = P * 2.0
-    # what training adds per trainable parameter: bf16 gradient, fp32 master copy + Adam m, v
-    adapters = trainable * 2 if method != "full" else 0.0
-    grads = trainable * 2
-    optimizer = trainable * 12
-    cpu = 0.0
-    if strategy == "zero2":
-        grads, optimizer = grads / n, optimizer / n
-    elif strategy in ("zero3", "fsdp"):
-        weights, adapters, grads, optimizer = weights / n, adapters / n, grads / n, optimizer / n
-    elif strategy == "zero3-offload":
-        # parameters and optimizer states in CPU memory; gradient partitions pass through the GPU
-        cpu = (weights + adapters + optimizer) * gpus_per_node / n
-        weights, adapters, grads, optimizer = 0.0, 0.0, grads / n, 0.0
-        notes.append("ZeRO-3 offload: parameters and optimizer states live in CPU memory")
-    weights += adapters
-
-    working = 0.0
-    if sharded:
-        # two blocks gathered at once (prefetch) and the embedding/lm_head while it is used
-        per_param = NF4_BYTES if method == "qlora" else 2
-        working = 2 * arch.block_params() * per_param + arch.vocab * arch.hidden * 2
-
-    tokens = micro_batch * seq_len
-    h, kv, i = arch.hidden, arch.kv_heads * arch.hd, arch.intermediate
-    q = arch.heads * arch.hd
-    # bf16 tensors a block keeps for its backward pass, per token: norm inputs, q/k/v, attention output,
-    # projections' inputs, the MLP's gate, up, activation and product (flash/SDPA attention: no s^2 term)
-    per_token_layer = 2 * (4 * h + q + 2 * kv + q + 4 * i)
-    if gradient_checkpointing:
-        activations = arch.layers * tokens * h * 2 + 2 * tokens * per_token_layer
-    else:
-        activations = arch.layers * tokens * per_token_layer
-    # fused: one tile of 4096 tokens x 32768 vocabulary entries (fp32) and its gradient at a time
-    logits = 2 * 4096 * 32768 * 4 if fused_logits else tokens * arch.vocab * LOGIT_BYTES
-    activations *= FRAGMENTATION
-    logits *= FRAGMENTATION
-    working *= FRAGMENTATION
-
-    total = weights + grads + optimizer + working + activations + logits + RESERVED_GIB * GiB
-    return SFTMemory(
-        strategy=strategy, method=method, gpus=n, params=P, trainable=trainable, micro_batch_tokens=tokens,
-        gradient_checkpointing=gradient_checkpointing, fused_logits=fused_logits,
-        weights_gib=weights / GiB, grads_gib=grads / GiB, optimizer_gib=optimizer / GiB, working_gib=working / GiB,
-        activations_gib=activations / GiB, logits_gib=logits / GiB, reserved_gib=RESERVED_GIB,
-        total_gib=total / GiB, capacity_gib=gpu.memory_gib, fits=total / GiB <= gpu.memory_gib,
-        cpu_offload_gib_per_node=cpu / GiB, notes=notes,
-    )
-
-
-# --- time ----------------------------------------------------------------------------------------------
+from distill.core.hardware import GPU, gpu_spec
+from distill.engines.factory import devices_per_engine
+from distill.planning.archs import Arch, arch_for
+from distill.planning.memory import GiB, sft_memory
 
 # Fractions of peak that real runs reach. MFU for SFT at long context with gradient checkpointing (model
 # FLOPs only, recompute not counted): ~0.35 for ZeRO-3/FSDP on H100s; CPU offload is bound by PCIe and
@@ -344,7 +73,7 @@ def plan_recipe(recipe, *, gpu: str | None = None, gpus: int | None = None, gpus
     teacher = arch_for(recipe.teacher.model)
     gen_gpu = gpu_spec(gpu) if gpu else gpu_spec("H100-80GB")
     v = s.vllm
-    per_engine = v.tensor_parallel_size * v.pipeline_parallel_size
+    per_engine = devices_per_engine(v)
     samples = recipe.prompts.n_train * s.n
     out_tokens = samples * a.completion_tokens
     context = a.prompt_tokens + a.completion_tokens / 2
