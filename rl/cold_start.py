@@ -22,9 +22,15 @@ from typing import Any
 import polars as pl
 
 from distill.generation import demo_task
-from distill.config.recipe import ColdStartConfig
+from distill.config.teacher import ColdStartConfig
 from distill.core.storage import read_table
-from rl.templates import Template
+from distill.engines.base import Request, SamplingParams
+from distill.engines.factory import engine_for
+from distill.core.models import resolve_model
+from distill.training.sft import train_sft
+from filters.curate import language_measures
+from rl.rewards import Accuracy
+from rl.templates import R1_ZERO_TEMPLATE, Template
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +73,7 @@ def collect(cfg: ColdStartConfig, template: Template, *, seed: int, exclude: set
     if cfg.source == "file":
         rows = _normalise(read_table(cfg.path), cfg, cfg.path)
     elif cfg.source == "hf":
-        import datasets
+        import datasets  # heavy: only for Hub cold-start sets
 
         ds = datasets.load_dataset(cfg.path, cfg.hf_config, split=cfg.split)
         rows = _normalise(pl.from_arrow(ds.data.table), cfg, f"hf:{cfg.path}")
@@ -111,12 +117,6 @@ R1_ZERO_CHAT_TEMPLATE = (
 
 def generate_fewshot(cfg: ColdStartConfig, template: Template, *, model: str | None, prompts: pl.DataFrame | None, seed: int) -> list[dict]:
     """Sample answers to the training prompts with a few examples in context; keep the good ones."""
-    from distill.engines.engines import Request, SamplingParams, make_engine
-    from distill.core.models import resolve_model
-    from filters.curate import language_measures
-    from rl.rewards import Accuracy
-    from rl.templates import R1_ZERO_TEMPLATE
-
     fs = cfg.fewshot
     if prompts is None or prompts.height == 0:
         raise ValueError("teacher.cold_start.source fewshot needs training prompts")
@@ -129,10 +129,9 @@ def generate_fewshot(cfg: ColdStartConfig, template: Template, *, model: str | N
         template = Template("r1_zero", template.answer_format, prefill=template.prefill, system_prompt=preamble)
         chat_template = R1_ZERO_CHAT_TEMPLATE
     requests = [Request(str(r["prompt_id"]), _fewshot_messages(examples, template, r["prompt"])) for r in prompts.iter_rows(named=True)]
-    engine = make_engine(fs.engine, resolve_model(fs.model or model), seed=seed, chat_template=chat_template,
-                         vllm_settings=fs.vllm, openai_settings=fs.openai)
+    engine = engine_for(fs, resolve_model(fs.model or model), seed=seed, chat_template=chat_template)
     try:
-        results = engine.generate(requests, SamplingParams(fs.samples_per_prompt, fs.temperature, 0.95, fs.max_tokens, seed))
+        results = engine.generate(requests, SamplingParams.from_section(fs, n=fs.samples_per_prompt, seed=seed))
     finally:
         engine.close()
     by_id = {str(r["prompt_id"]): r for r in prompts.iter_rows(named=True)}
@@ -166,9 +165,7 @@ def generate_fewshot(cfg: ColdStartConfig, template: Template, *, model: str | N
 def run_cold_start(model: str, cfg: ColdStartConfig, template: Template, out_dir: Path, *, seed: int, exclude: set[str],
                    prompts: pl.DataFrame | None = None) -> dict[str, Any]:
     """Collect the set, render it in the template, SFT (LoRA merged) into `out_dir`."""
-    from transformers import AutoTokenizer
-
-    from distill.training.sft import train_sft
+    from transformers import AutoTokenizer  # heavy: only when the cold start trains
 
     rows = collect(cfg, template, seed=seed, exclude=exclude, model=model, prompts=prompts)
     tokenizer = AutoTokenizer.from_pretrained(model)

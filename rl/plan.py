@@ -13,6 +13,7 @@ import dataclasses
 import re
 from typing import Any
 
+from distill.engines.base import has_cuda
 from rl.rewards import build_rewards
 from rl.teacher import GRPO_DEFAULTS
 
@@ -38,12 +39,10 @@ def _config(cls, args: dict[str, Any], gpu: bool) -> tuple[dict[str, Any], str |
 
 
 def build_plan(recipe) -> dict[str, Any]:
-    from trl import GRPOConfig, SFTConfig
-
-    from distill.training.common import on_gpu
+    from trl import GRPOConfig, SFTConfig  # heavy: TRL validates the recipe's training_args; loads no weights
 
     t = recipe.teacher
-    gpu = on_gpu()
+    gpu = has_cuda()
     plan: dict[str, Any] = {"recipe": recipe.name, "teacher_enabled": t.enabled, "base_model": t.model, "errors": [], "notes": []}
     if not t.enabled:
         plan["notes"].append(f"no RL: {t.model} is the teacher as-is")

@@ -20,8 +20,11 @@ from typing import Any
 import polars as pl
 
 from distill.core.models import resolve_model
-from distill.config.recipe import GRPOSection
-from distill.training.common import base_args, checkpoint_step, last_checkpoint, log_history, model_init_kwargs, on_gpu, peft_config, save_merged
+from distill.config.teacher import GRPOSection
+from distill.core.storage import read_json, write_json
+from distill.engines.base import has_cuda
+from distill.training.common import base_args, checkpoint_step, last_checkpoint, log_history, model_init_kwargs, peft_config, save_merged
+from rl.cold_start import run_cold_start
 from rl.rewards import build_rewards
 from rl.templates import Template, build_template
 
@@ -48,7 +51,7 @@ def grpo_args(cfg: GRPOSection, ckpt_dir: Path, seed: int) -> dict[str, Any]:
     args = base_args(ckpt_dir, seed)
     args.update(GRPO_DEFAULTS)
     args.update(cfg.training_args)
-    if args.get("use_vllm") and not on_gpu():
+    if args.get("use_vllm") and not has_cuda():
         log.warning("teacher: no GPU here, so GRPO rollouts use transformers (use_vllm ignored)")
         args["use_vllm"] = False
     args["reward_weights"] = [s.weight for s in cfg.rewards]
@@ -57,7 +60,7 @@ def grpo_args(cfg: GRPOSection, ckpt_dir: Path, seed: int) -> dict[str, Any]:
 
 
 def grpo_dataset(prompts: pl.DataFrame, template: Template, tokenizer):
-    import datasets
+    import datasets  # heavy: only when GRPO runs
 
     rows = []
     for r in prompts.iter_rows(named=True):
@@ -72,6 +75,7 @@ def grpo_dataset(prompts: pl.DataFrame, template: Template, tokenizer):
 
 
 def run_grpo(model: str, prompts: pl.DataFrame, cfg: GRPOSection, out_dir: Path, seed: int, template: Template) -> dict[str, Any]:
+    # heavy: transformers, torch and TRL load only when GRPO runs
     from transformers import AutoTokenizer
     from transformers.integrations import TensorBoardCallback
     from torch.utils.tensorboard import SummaryWriter
@@ -123,24 +127,18 @@ def run_grpo(model: str, prompts: pl.DataFrame, cfg: GRPOSection, out_dir: Path,
 
 def train_teacher(teacher_cfg, prompts: pl.DataFrame, out_dir: Path, *, seed: int, system_prompt: str | None, exclude: set[str]) -> dict[str, Any]:
     """Cold start (if on) then GRPO (if on); the final merged model lands in `out_dir/model`."""
-    from transformers import AutoTokenizer
-
-    from rl.cold_start import run_cold_start
+    from transformers import AutoTokenizer  # heavy: only when the teacher stage runs
 
     out_dir = Path(out_dir)
     model = resolve_model(teacher_cfg.model)
     template = build_template(teacher_cfg.template, AutoTokenizer.from_pretrained(model), system_prompt)
-    metrics: dict[str, Any] = {"base_model": teacher_cfg.model, "device": "cuda" if on_gpu() else "cpu", "template": template.describe()}
+    metrics: dict[str, Any] = {"base_model": teacher_cfg.model, "device": "cuda" if has_cuda() else "cpu", "template": template.describe()}
     if teacher_cfg.cold_start.enabled:
         log.info("teacher: cold-start SFT on %s (%s)", model, teacher_cfg.cold_start.source)
         cs_dir = out_dir / "cold_start"
         if (cs_dir / "config.json").is_file() and (out_dir / "cold_start_metrics.json").is_file():
-            from distill.core.storage import read_json
-
             metrics["cold_start"] = read_json(out_dir / "cold_start_metrics.json") | {"reused": True}  # killed during GRPO
         else:
-            from distill.core.storage import write_json
-
             metrics["cold_start"] = run_cold_start(model, teacher_cfg.cold_start, template, cs_dir, seed=seed, exclude=exclude, prompts=prompts)
             write_json(out_dir / "cold_start_metrics.json", metrics["cold_start"])
         model = str(cs_dir)
@@ -150,7 +148,7 @@ def train_teacher(teacher_cfg, prompts: pl.DataFrame, out_dir: Path, *, seed: in
         metrics["grpo"] = run_grpo(model, prompts, teacher_cfg.grpo, out_dir / "model", seed, template)
     else:
         # no RL: the cold-start (or base) model is the teacher; copy it so `model/` always exists
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM  # heavy: only when the teacher stage runs
 
         save_merged(AutoModelForCausalLM.from_pretrained(model), AutoTokenizer.from_pretrained(model), out_dir / "model")
     return metrics

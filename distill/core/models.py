@@ -42,6 +42,7 @@ def _gguf_path(package: str, filename: str) -> Path:
 
 def convert_gguf(gguf: Path, out: Path) -> Path:
     """GGUF -> bf16 safetensors directory (transformers refuses to save a GGUF-loaded model directly)."""
+    # heavy: only on the first use of the embedded model
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 

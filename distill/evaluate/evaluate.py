@@ -27,12 +27,14 @@ from typing import Callable
 
 import polars as pl
 
-from distill.engines.engines import Engine, SamplingParams
-from distill.config.recipe import EvalBenchmark, EvalConfig
-from distill.generation.sample import generate_traces
+from distill.engines.base import Engine, SamplingParams, has_cuda
+from distill.config.eval import EvalBenchmark, EvalConfig
+from distill.generation.sample import SharedEngine, generate_traces
 from distill.core.schema import content_id, format_ok
 from distill.core.storage import read_table, write_json, write_parquet
-from distill.verify.verify import extract_final_answer, verify_table
+from distill.verify.answers import LETTERS, PROMPT_TEMPLATES, gold_letter, render_prompt
+from distill.verify.extract import extract_final_answer
+from distill.verify.table import verify_table
 
 KIND_VERIFIER = {"math": "math", "multiple_choice": "multiple_choice", "json": "json"}
 _T_SMALL = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # exact 97.5% points
@@ -146,14 +148,10 @@ def paired_delta(before: pl.DataFrame, after: pl.DataFrame) -> dict:
 
 
 def prompt_template(b: EvalBenchmark) -> str:
-    from distill.verify.answers import PROMPT_TEMPLATES
-
     return b.prompt_template if b.prompt_template is not None else PROMPT_TEMPLATES[b.kind]
 
 
 def _gold(b: EvalBenchmark, value, choices: list[str] | None, where: str) -> str | None:
-    from distill.verify.answers import LETTERS, gold_letter
-
     if value is None:
         return None
     if b.kind == "multiple_choice":
@@ -175,10 +173,8 @@ def _gold(b: EvalBenchmark, value, choices: list[str] | None, where: str) -> str
 
 def load_benchmark(b: EvalBenchmark) -> pl.DataFrame:
     """Prompt rows (prompt_id, prompt, answer, task, source) for one benchmark, deterministic for its spec."""
-    from distill.verify.answers import render_prompt
-
     if b.source == "hf":
-        import datasets
+        import datasets  # heavy: only for Hub benchmarks
 
         ds = datasets.load_dataset(b.path, b.hf_config, split=b.split, revision=b.revision)
         df, origin = pl.from_arrow(ds.data.table), f"hf:{b.path}"
@@ -250,7 +246,7 @@ def _model_facts(path: str, engine: str, dtype: str) -> dict:
     """The chat template's hash and the dtype the engine will use (read from files; no weights load)."""
     facts: dict = {"path": path}
     try:
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # heavy: only when a manifest is written
 
         tok = AutoTokenizer.from_pretrained(path)
         facts["chat_template_sha256"] = _sha(tok.chat_template if isinstance(tok.chat_template, str) else json.dumps(tok.chat_template))
@@ -263,9 +259,7 @@ def _model_facts(path: str, engine: str, dtype: str) -> dict:
         c = json.loads(cfg.read_text())
         stored = c.get("dtype") or c.get("torch_dtype")
     if engine == "transformers":
-        from distill.engines.engines import _has_cuda
-
-        facts["dtype"] = "float32" if not _has_cuda() else f"auto ({stored})"
+        facts["dtype"] = "float32" if not has_cuda() else f"auto ({stored})"
     else:
         facts["dtype"] = dtype if dtype != "auto" else f"auto ({stored or 'model default'})"
     return facts
@@ -288,10 +282,8 @@ def evaluate_all(
     engine serves all benchmarks of a model). `pairs`: name -> (before key, after key) for the deltas.
     results[key] holds the held-out scores at the top (report.json's contract), and `benchmarks`.
     """
-    from distill.generation.sample import SharedEngine
-
     out_dir = Path(out_dir)
-    params = SamplingParams(cfg.k, cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.seed)
+    params = SamplingParams.from_section(cfg, n=cfg.k)
     benches: dict[str, tuple[pl.DataFrame, str, dict]] = {}
     if heldout is not None and cfg.heldout:
         benches["heldout"] = (heldout, heldout_verifier, {"kind": "heldout", "source": "prompts/eval.parquet", "prompt_template": None})

@@ -5,8 +5,9 @@ from __future__ import annotations
 import polars as pl
 
 from distill.generation import demo_task
-from distill.config.recipe import PromptsConfig
+from distill.config.prompts import PromptsConfig
 from distill.core.schema import content_id
+from distill.core.storage import read_table
 
 PROMPT_SCHEMA = {
     "prompt_id": pl.Utf8,
@@ -45,11 +46,9 @@ def load_prompts(cfg: PromptsConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
         train, ev = demo_task.make_prompts(cfg.n_train, cfg.n_eval, cfg.seed)
         return pl.DataFrame(train, schema=PROMPT_SCHEMA), pl.DataFrame(ev, schema=PROMPT_SCHEMA)
     if cfg.source == "file":
-        from distill.core.storage import read_table
-
         df = _normalise(read_table(cfg.path), cfg, cfg.path)
     else:
-        import datasets
+        import datasets  # heavy: only for Hub prompt sets
 
         ds = datasets.load_dataset(cfg.path, cfg.hf_config, split=cfg.split)
         df = _normalise(pl.from_arrow(ds.data.table), cfg, f"hf:{cfg.path}")

@@ -23,8 +23,10 @@ from typing import Callable
 
 import polars as pl
 
-from distill.config.recipe import KindWeights, MergeConfig, MixWeights
+from distill.config.merge import KindWeights, MergeConfig, MixWeights
 from distill.core.schema import content_id
+from distill.core.storage import atomic_dir
+from distill.mix.nonreasoning import build_non_reasoning, resolve_think_style
 
 MSGS = pl.List(pl.Struct({"role": pl.Utf8, "content": pl.Utf8}))
 SFT_SCHEMA = {
@@ -257,8 +259,6 @@ def build_sft_set(
 
     `tokenizer` (the student's) counts tokens and decides the `auto` think style; `generator_model` and
     `work_dir` serve `generate: true` sources (`answers` replaces generation in tests)."""
-    from distill.mix.nonreasoning import build_non_reasoning, resolve_think_style
-
     style = resolve_think_style(cfg.think, tokenizer, chat_template)
     reasoning = reasoning_rows(kept, system_prompt)
     non_reasoning, dropped, nr_summary = [], [], {"think_style": style}
@@ -309,9 +309,7 @@ def to_training_rows(df: pl.DataFrame) -> list[dict]:
 
 def write_hf_dataset(df: pl.DataFrame, out: Path) -> None:
     """Also save in `datasets`' own format, so `load_from_disk` works as well as parquet loading."""
-    import datasets
-
-    from distill.core.storage import atomic_dir
+    import datasets  # heavy: only when the Hub format is written
 
     with atomic_dir(out) as tmp:
         datasets.Dataset.from_list(df.to_dicts()).save_to_disk(str(tmp))

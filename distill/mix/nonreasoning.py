@@ -22,9 +22,13 @@ from typing import Any, Callable
 
 import polars as pl
 
-from distill.config.recipe import GeneratorConfig, IdentityConfig, MergeSource
+from distill.config.merge import GeneratorConfig, IdentityConfig, MergeSource
+from distill.core.models import resolve_model
 from distill.core.schema import THINK_CLOSE, THINK_OPEN, content_id, split_think
 from distill.core.storage import read_table
+from distill.engines.base import SamplingParams
+from distill.engines.factory import engine_factory
+from distill.generation.sample import generate_traces
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +102,7 @@ def self_cognition_rows(label: str) -> list[dict]:
 def _read(src: MergeSource) -> tuple[pl.DataFrame, str]:
     if src.kind == "file":
         return read_table(src.path), src.path
-    import datasets
+    import datasets  # heavy: only for Hub sources
 
     ds = datasets.load_dataset(src.path, src.hf_config, split=src.split)
     return pl.from_arrow(ds.data.table), f"hf:{src.path}"
@@ -161,21 +165,14 @@ def generate_answers(rows: list[dict], out_dir: Path, gen: GeneratorConfig, mode
 
     Generation is sharded and resumable (distill.generation.sample): a rerun after a kill only fills missing shards.
     """
-    from functools import partial
-
-    from distill.engines.engines import SamplingParams, make_engine
-    from distill.core.models import resolve_model
-    from distill.generation.sample import generate_traces
-
     todo = pl.DataFrame(
         {"prompt_id": [r["id"] for r in rows], "prompt": [r["prompt"] for r in rows]}, schema={"prompt_id": pl.Utf8, "prompt": pl.Utf8}
     ).unique("prompt_id", keep="first", maintain_order=True)
     if todo.height == 0:
         return {}
     path = resolve_model(model)
-    factory = partial(make_engine, gen.engine, path, seed=gen.seed, chat_template=gen.chat_template,
-                      vllm_settings=gen.vllm, openai_settings=gen.openai)
-    params = SamplingParams(1, gen.temperature, gen.top_p, gen.max_tokens, gen.seed)
+    factory = engine_factory(gen, path)
+    params = SamplingParams.from_section(gen)  # n = 1: one answer per prompt
     generate_traces(todo, out_dir, model_label=f"generator:{model}", params=params, engine_factory=factory,
                     shard_size=gen.shard_size, system_prompt=gen.system_prompt, id_context={"chat_template": gen.chat_template})
     out = read_table(out_dir)

@@ -13,21 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from distill.core.progress import progress_enabled
-from distill.config.recipe import LoraConfig
+from distill.config.hardware import LoraConfig
 from distill.core.storage import atomic_dir
+from distill.engines.base import has_cuda
 
 log = logging.getLogger(__name__)
 
 
-def on_gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def base_args(output_dir: Path, seed: int) -> dict[str, Any]:
     """Defaults every run gets; on CPU fp32 (bf16 is ~2x slower there) and no accelerator."""
-    gpu = on_gpu()
+    gpu = has_cuda()
     return {
         "output_dir": str(output_dir),
         "seed": seed,
@@ -47,7 +42,7 @@ def base_args(output_dir: Path, seed: int) -> dict[str, Any]:
 def peft_config(lora: LoraConfig):
     if not lora.enabled:
         return None
-    from peft import LoraConfig as PeftLora
+    from peft import LoraConfig as PeftLora  # heavy: only when LoRA is on
 
     return PeftLora(
         r=lora.r,
@@ -59,14 +54,14 @@ def peft_config(lora: LoraConfig):
 
 
 def model_init_kwargs() -> dict[str, Any]:
-    import torch
+    import torch  # heavy: only where a model is built
 
-    return {"dtype": torch.bfloat16 if on_gpu() else torch.float32}
+    return {"dtype": torch.bfloat16 if has_cuda() else torch.float32}
 
 
 def save_merged(model, tokenizer, out_dir: Path) -> Path:
     """Merge LoRA weights (if any) and save a full bf16 safetensors checkpoint atomically."""
-    import torch
+    import torch  # heavy: only where a model is saved
 
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()

@@ -53,7 +53,7 @@ def tokenize_like_trl(
     max_length: int | None = None,
 ) -> Tokenized:
     """Ids and labels of a conversational prompt/completion row, built with TRL's own helpers."""
-    from trl.data_utils import _tokenize, common_prefix_length
+    from trl.data_utils import _tokenize, common_prefix_length  # heavy: TRL's own tokenization, only when linting
 
     kw = {"chat_template": chat_template}
     prompt_ids = list(_tokenize(tokenizer, row["prompt"], add_generation_prompt=True, **kw)["input_ids"])
@@ -134,7 +134,7 @@ def stop_token_ids(tokenizer, model_path: str | None = None) -> set[int]:
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     if model_path:
         try:
-            from transformers import GenerationConfig
+            from transformers import GenerationConfig  # heavy: only with a model path
 
             eos = GenerationConfig.from_pretrained(model_path).eos_token_id
             ids |= set(eos if isinstance(eos, list) else [eos] if eos is not None else [])

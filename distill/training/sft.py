@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distill.config.recipe import LoraConfig
+from distill.config.hardware import LoraConfig
 from distill.training.lint import TemplateLintError, lint_rows, stop_token_ids  # noqa: F401  (TemplateLintError re-exported)
 from distill.training.common import base_args, checkpoint_step, last_checkpoint, log_history, model_init_kwargs, peft_config, save_merged
 
@@ -39,6 +39,7 @@ def build_sft_trainer(
     chat_template: str | None = None,
 ):
     """Lint the template on a sample of each kind of row, then build TRL's SFTTrainer."""
+    # heavy: datasets, transformers and TRL load only when a model trains
     import datasets
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
@@ -78,15 +79,15 @@ def quantization_kwargs(lora: LoraConfig) -> dict[str, Any]:
     """QLoRA: load the frozen base in 4-bit NF4 (bitsandbytes, CUDA only); nothing otherwise."""
     if not lora.load_in_4bit:
         return {}
-    import torch
+    import torch  # heavy: QLoRA only
 
     if not torch.cuda.is_available():
         raise ValueError("lora.load_in_4bit (QLoRA) needs a CUDA GPU: bitsandbytes' 4-bit kernels do not run on CPU")
     try:
-        import bitsandbytes  # noqa: F401
+        import bitsandbytes  # noqa: F401  (heavy, optional: only to check it is installed)
     except ImportError:
         raise ValueError("lora.load_in_4bit (QLoRA) needs the bitsandbytes package: pip install bitsandbytes") from None
-    from transformers import BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig  # heavy: QLoRA only
 
     # bf16 storage lets FSDP / ZeRO-3 shard the packed 4-bit weights like any bf16 tensor
     return {"quantization_config": BitsAndBytesConfig(
@@ -105,7 +106,7 @@ def train_sft(model_path: str, rows: list[dict], out_dir: Path, **kwargs) -> dic
     resume = last_checkpoint(trainer.args.output_dir)
     if resume:
         log.info("sft: resuming from %s", resume)
-    from transformers import TrainerCallback
+    from transformers import TrainerCallback  # heavy: only when a model trains
 
     class StepCounter(TrainerCallback):  # optimizer steps this process actually runs
         steps = 0
@@ -142,10 +143,10 @@ def save_student(trainer, base_model: str, out_dir: Path) -> None:
     trainer.save_model(str(gathered))  # collective: every rank takes part
     trainer.accelerator.wait_for_everyone()
     if trainer.accelerator.is_main_process:
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM  # heavy: only on the main process of a sharded run
 
         if (gathered / "adapter_config.json").is_file():
-            from peft import PeftModel
+            from peft import PeftModel  # heavy: only for a gathered adapter
 
             model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_model), str(gathered))
         else:
