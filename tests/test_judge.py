@@ -9,10 +9,12 @@ import json
 import polars as pl
 import pytest
 
-from distill.engines.engines import Completion, Result, SamplingParams
-from distill.verify.judge import Cascade, LLMJudge, _sampled, parse_judge_output
-from distill.config.recipe import VerifyConfig
-from distill.verify.verify import Verdict, get_verifier, verify_math, verify_table_with_stats, verify_with_config
+from distill.engines.base import Completion, Result, SamplingParams
+from distill.verify.judge import Cascade, LLMJudge, parse_judge_output, sampled
+from distill.config.verify import VerifyConfig
+from distill.verify.registry import Verdict, get_verifier
+from distill.verify.math import verify_math
+from distill.verify.table import verify_table_with_stats, verify_with_config
 
 
 class ScriptedEngine:
@@ -182,11 +184,11 @@ def test_cascade_without_cross_checks_and_a_failing_judge():
 
 def test_cross_check_sample_is_stable_and_near_its_fraction():
     rows = [(f"</think>\\boxed{{{i}}}", str(i % 7)) for i in range(2000)]
-    picked = [_sampled(0.1, 0, c, r) for c, r in rows]
+    picked = [sampled(0.1, 0, c, r) for c, r in rows]
     assert 150 < sum(picked) < 250
-    assert picked == [_sampled(0.1, 0, c, r) for c, r in rows]  # same rows every run
-    assert picked != [_sampled(0.1, 1, c, r) for c, r in rows]  # the seed redraws
-    assert not any(_sampled(0.0, 0, c, r) for c, r in rows) and all(_sampled(1.0, 0, c, r) for c, r in rows)
+    assert picked == [sampled(0.1, 0, c, r) for c, r in rows]  # same rows every run
+    assert picked != [sampled(0.1, 1, c, r) for c, r in rows]  # the seed redraws
+    assert not any(sampled(0.0, 0, c, r) for c, r in rows) and all(sampled(1.0, 0, c, r) for c, r in rows)
 
 
 def test_verify_table_with_a_cascade_records_the_counts():

@@ -11,7 +11,11 @@ import polars as pl
 import pytest
 
 from distill.verify.sandbox import Limits
-from distill.verify.verify import FACTORIES, VERIFIERS, CodeVerifier, Verdict, extract_code, extract_final_answer, get_verifier, make_code_verifier, outputs_match, parse_code_tests, register, verify_file, verify_math, verify_table, verify_table_with_stats
+from distill.verify.registry import FACTORIES, VERIFIERS, Verdict, get_verifier, register
+from distill.verify.code import CodeVerifier, extract_code, make_code_verifier, outputs_match, parse_code_tests
+from distill.verify.extract import extract_final_answer
+from distill.verify.table import verify_file, verify_table, verify_table_with_stats
+from distill.verify.math import verify_math
 
 CASES = [
     json.loads(line)

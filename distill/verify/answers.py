@@ -1,6 +1,6 @@
-"""Answer parsers per benchmark kind, registered as verifiers (distill.verify's registry).
+"""Answer parsers per benchmark kind, registered as verifiers (distill.verify.registry).
 
-- `math`: the final `\\boxed{}` answer, compared by math-verify (distill.verify.verify_math);
+- `math`: the final `\\boxed{}` answer, compared by math-verify (distill.verify.math.verify_math);
 - `multiple_choice`: the last line of the form `Answer: $LETTER` (simple-evals' GPQA/MMLU convention),
   compared with the gold letter; a looser "the answer is (B)" is accepted only when no such line exists;
 - `json`: the last JSON object in the answer that has the key (a fenced ```json block or a bare
@@ -16,7 +16,7 @@ import json
 import re
 
 from distill.core.schema import split_think
-from distill.verify.verify import Verdict, register, register_factory
+from distill.verify.registry import Verdict, register, register_factory
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 

@@ -10,7 +10,8 @@ The cascade runs the rules first (math-verify) and asks the judge only for rows 
 unverifiable for reasons a reader could resolve (an unparseable reference or answer, a value too large to
 evaluate, a verifier error); never for a missing reference or a completion with no answer at all. On a
 deterministic sample of the rows the rules did judge (`check_fraction`), it also asks the judge and counts
-how often the two disagree: the stats returned to `verify_table_with_stats` and the verify stage's report.
+how often the two disagree: the stats returned to distill.verify.table.verify_table_with_stats and the
+verify stage's report. Both register as factories: `get_verifier("judge", engine=...)`, `"math+judge"`.
 Rules keep the last word on the rows they judged; where the judge gives no verdict the rules' verdict stays.
 """
 
@@ -21,7 +22,10 @@ import re
 from typing import Any, Sequence
 
 from distill.core.schema import split_think
-from distill.verify.verify import Verdict, Verifier, extract_final_answer, map_verdicts
+from distill.engines.base import Request, SamplingParams
+from distill.verify.extract import extract_final_answer
+from distill.verify.math import verify_math
+from distill.verify.registry import Verdict, Verifier, map_verdicts, register_factory
 
 JUDGE_TEMPLATE = """You are checking a student's answer against the reference answer.
 {problem}
@@ -117,8 +121,6 @@ class LLMJudge:
     def judge_many(
         self, completions: Sequence[str], references: Sequence[str | None], problems: Sequence[str | None] | None = None
     ) -> list[Verdict]:
-        from distill.engines.engines import Request, SamplingParams
-
         problems = problems if problems is not None else [None] * len(completions)
         out: list[Verdict | None] = [None] * len(completions)
         asks: list[tuple[int, Request]] = []
@@ -157,7 +159,7 @@ class LLMJudge:
         return verdicts, {"judge": {"asked": asked, "unparseable": reasons.count("judge_unparseable")}}
 
 
-def _sampled(fraction: float, seed: int, completion: str, reference: str | None) -> bool:
+def sampled(fraction: float, seed: int, completion: str, reference: str | None) -> bool:
     """A stable draw: the same row is (or is not) cross-checked on every rerun and in any row order."""
     if fraction <= 0:
         return False
@@ -188,7 +190,7 @@ class Cascade:
         ask = [i for i, v in enumerate(rules) if self.needs_judge(v)]
         check = [
             i for i, v in enumerate(rules)
-            if v.correct is not None and _sampled(self.check_fraction, self.seed, completions[i], references[i])
+            if v.correct is not None and sampled(self.check_fraction, self.seed, completions[i], references[i])
         ]  # fmt: skip
         rows = ask + check
         judged = self.judge.judge_many(
@@ -226,3 +228,15 @@ class Cascade:
             "disagreement_rows": disagreement_rows[:50],  # row positions in the table, for a look by hand
         }
         return out, {"judge": stats}
+
+
+@register_factory("judge")
+def make_judge(**options: Any) -> LLMJudge:
+    return LLMJudge(**options)
+
+
+@register_factory("math+judge")
+def make_math_judge_cascade(**options: Any) -> Cascade:
+    cascade_keys = {"check_fraction", "seed", "judge_reasons"}
+    judge = LLMJudge(**{k: v for k, v in options.items() if k not in cascade_keys})
+    return Cascade(verify_math, judge, **{k: v for k, v in options.items() if k in cascade_keys})

@@ -20,6 +20,9 @@ processes even without namespaces (if `nobody` cannot run any interpreter, e.g. 
 /root, it runs as root instead and the process limit is reported missing). RLIMIT_NPROC counts a user's processes, not a sandbox's: inside a
 fresh user namespace the kernel counts per namespace, so the limit is per sandbox; without one the launcher
 allows the uid's current task count plus the limit.
+
+This module picks the isolation and lays out each run; running the command itself (the launcher script, the
+capped read-back, the process-group kill) is distill.verify.sandbox_run.
 """
 
 from __future__ import annotations
@@ -27,22 +30,20 @@ from __future__ import annotations
 import json
 import logging
 import os
-import selectors
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 from dataclasses import asdict, dataclass
+
+from distill.verify.sandbox_run import CPU_EXIT, LAUNCHER, RunResult, bwrap_fs_args, execute, scrubbed_env, sweep
+
+__all__ = ["CPU_EXIT", "ISOLATIONS", "NOBODY", "Limits", "RunResult", "Sandbox", "SandboxError"]
 
 log = logging.getLogger(__name__)
 
 ISOLATIONS = ("bwrap", "unshare", "none")
 NOBODY = 65534
-CPU_EXIT = 128 + signal.SIGXCPU  # the launcher's exit status when the program ran out of CPU time
-SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 # Where things are inside a bwrap sandbox.
 _BOX_CODE = "/box/code"  # read-only: the launcher, the program
@@ -61,100 +62,8 @@ class Limits:
     tmpfs_mb: int = 64  # bwrap only: size of each private tmpfs (/tmp and the working directory)
 
 
-@dataclass(frozen=True)
-class RunResult:
-    returncode: int | None  # the program's exit status; 128+N when it died of signal N; None if never reaped
-    stdout: str
-    stderr: str
-    timed_out: bool  # the wall-clock or the CPU limit was hit
-    output_truncated: bool  # output_bytes was exceeded and the run was killed
-    wall_s: float
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0 and not self.timed_out and not self.output_truncated
-
-
 class SandboxError(RuntimeError):
     """The sandbox itself could not run (no usable interpreter, a requested isolation is unavailable)."""
-
-
-# Runs inside the sandbox as the sandbox's uid: apply the limits, then fork the program and wait, so the
-# program's parent is this launcher (never the verifier) and its death by signal is reported as 128+N.
-_LAUNCHER = r'''
-import json, os, resource, signal, sys
-cfg = json.loads(sys.argv[1])
-
-def user_tasks(uid):
-    n = 0
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open("/proc/%s/status" % p) as f:
-                    st = f.read()
-            except OSError:
-                continue
-            fields = dict(line.split(":", 1) for line in st.splitlines() if ":" in line)
-            if int(fields.get("Uid", "-1 ").split()[0]) == uid:
-                n += int(fields.get("Threads", "1").strip() or 1)
-    return n
-
-limits = dict(cfg["rlimits"])
-if cfg["nproc"] is not None:
-    # a user namespace counts its own processes only; otherwise the whole uid's count must fit under the limit
-    base = 0 if cfg["nproc_per_namespace"] else user_tasks(os.getuid())
-    limits["RLIMIT_NPROC"] = base + cfg["nproc"]
-for name, value in limits.items():
-    # CPU: SIGXCPU at the soft limit, SIGKILL a second later if the program catches it
-    resource.setrlimit(getattr(resource, name), (value, value + 1 if name == "RLIMIT_CPU" else value))
-try:
-    pid = os.fork()
-except OSError as e:
-    sys.stderr.write("sandbox launcher: fork failed: %s\n" % e)
-    os._exit(126)
-if pid == 0:
-    try:
-        os.execv(cfg["argv"][0], cfg["argv"])
-    finally:
-        os._exit(127)
-while True:
-    try:
-        _, status, usage = os.wait4(pid, 0)
-        break
-    except InterruptedError:
-        continue
-cpu = usage.ru_utime + usage.ru_stime
-if os.WIFSIGNALED(status):
-    sig = os.WTERMSIG(status)
-    if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= cfg["cpu_s"]):
-        os._exit(CPU_EXIT)
-    os._exit(128 + sig)
-os._exit(os.WEXITSTATUS(status))
-'''.replace("CPU_EXIT", str(CPU_EXIT))
-
-
-def _scrubbed_env(home: str, tmp: str) -> dict[str, str]:
-    return {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": home, "TMPDIR": tmp}
-
-
-def _interpreter_prefix(python: str) -> str:
-    """The directory tree an interpreter needs: `<prefix>/bin/python3.11` -> `<prefix>`."""
-    return os.path.dirname(os.path.dirname(os.path.realpath(python)))
-
-
-def _bwrap_fs_args(python: str) -> list[str]:
-    args = ["--ro-bind", "/usr", "/usr"]
-    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
-        if os.path.islink(top):
-            args += ["--symlink", os.readlink(top), top]
-        elif os.path.isdir(top):
-            args += ["--ro-bind", top, top]
-    prefix = _interpreter_prefix(python)
-    if prefix not in ("/usr", "/"):
-        args += ["--ro-bind", prefix, prefix]
-    # the dynamic linker's cache; nothing else from /etc (it can hold credentials)
-    args += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
-    return args
 
 
 _PROBED: dict[tuple, bool] = {}
@@ -314,7 +223,7 @@ class Sandbox:
             work_dir = _BOX_WORK if in_box else host
             tmp_dir = "/tmp" if in_box else host
             with open(os.path.join(host, "launch.py"), "w") as f:
-                f.write(_LAUNCHER)
+                f.write(LAUNCHER)
             if source is not None:
                 with open(os.path.join(host, "main.py"), "w", encoding="utf-8") as f:
                     f.write(source)
@@ -341,10 +250,11 @@ class Sandbox:
             }
             launch = [python, "-I", "-S", os.path.join(code_dir, "launch.py"), json.dumps(cfg)]
             cmd = self._wrap(mode, python, host, launch)
-            env = _scrubbed_env(work_dir, tmp_dir)
-            result = self._execute(cmd, stdin_path, host, env, lim.wall_s if not probe else max(lim.wall_s, 10.0))
+            env = scrubbed_env(work_dir, tmp_dir)
+            wall_s = lim.wall_s if not probe else max(lim.wall_s, 10.0)
+            result = execute(cmd, stdin_path, host, env, wall_s, lim.output_bytes, self.uid if self.dropping_uid else None)
             if mode == "none":
-                _sweep(host)
+                sweep(host)
             return result
         finally:
             shutil.rmtree(host, ignore_errors=True)
@@ -359,7 +269,7 @@ class Sandbox:
         mb = self.limits.tmpfs_mb << 20
         return [
             "bwrap", "--unshare-all", *userns, "--die-with-parent", "--new-session",
-            *_bwrap_fs_args(python),
+            *bwrap_fs_args(python),
             "--proc", "/proc", "--dev", "/dev",
             "--size", str(mb), "--tmpfs", "/tmp",
             "--ro-bind", host, _BOX_CODE,
@@ -367,89 +277,3 @@ class Sandbox:
             "--chdir", _BOX_WORK,
             *launch,
         ]  # fmt: skip
-
-    def _execute(self, cmd: list[str], stdin_path: str, cwd: str, env: dict, wall_s: float) -> RunResult:
-        cap = self.limits.output_bytes
-        ids = {"user": self.uid, "group": self.uid, "extra_groups": []} if self.dropping_uid else {}
-        start = time.monotonic()
-        with open(stdin_path, "rb") as stdin:
-            proc = subprocess.Popen(
-                cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=env,
-                start_new_session=True, close_fds=True, **ids,
-            )  # fmt: skip
-        out = {1: bytearray(), 2: bytearray()}
-        timed_out = truncated = False
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ, 1)
-        sel.register(proc.stderr, selectors.EVENT_READ, 2)
-        exited_at = None
-        try:
-            while sel.get_map():
-                now = time.monotonic()
-                if now - start > wall_s:
-                    timed_out = True
-                    break
-                if exited_at is None and proc.poll() is not None:
-                    exited_at = now
-                    _kill_group(proc.pid)  # stragglers the program left behind in its group
-                if exited_at is not None and now - exited_at > 0.5:
-                    break  # something outside the group holds the pipes open (an escaped descendant)
-                for key, _ in sel.select(timeout=0.05):
-                    chunk = os.read(key.fd, 65536)
-                    if not chunk:
-                        sel.unregister(key.fileobj)
-                        continue
-                    out[key.data] += chunk
-                    if len(out[1]) + len(out[2]) > cap:
-                        truncated = True
-                        break
-                if truncated:
-                    break
-        finally:
-            _kill_group(proc.pid)
-            sel.close()
-            proc.stdout.close()
-            proc.stderr.close()
-            try:
-                rc = proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                rc = None
-        if rc == CPU_EXIT:
-            timed_out = True
-        elif rc is not None and rc < 0:
-            rc = 128 - rc  # the wrapper itself died of a signal (our kill): report it like a shell does
-        return RunResult(
-            rc,
-            out[1][:cap].decode("utf-8", "replace"),
-            out[2][:cap].decode("utf-8", "replace"),
-            timed_out,
-            truncated,
-            round(time.monotonic() - start, 3),
-        )
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _sweep(host: str) -> None:
-    """Best effort without a pid namespace: kill what escaped the process group (setsid) and still carries
-    this run's HOME or sits in its directory. A program that also changes both is not found."""
-    marker = f"HOME={host}".encode()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                hit = marker in f.read().split(b"\0")
-            hit = hit or os.readlink(f"/proc/{pid}/cwd").startswith(host)
-        except OSError:
-            continue
-        if hit:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except OSError:
-                pass
