@@ -12,8 +12,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from distill.engines.engines import EngineError, OpenAIEngine, RateLimiter, Request, SamplingParams, make_engine
-from distill.config.recipe import OpenAISettings, recipe_from_dict
+from distill.engines.base import EngineError, Request, SamplingParams
+from distill.engines.openai import OpenAIEngine, RateLimiter
+from distill.engines.factory import make_engine
+from distill.config.sampling import OpenAISettings
+from distill.config.recipe import recipe_from_dict
 
 SECRET = "sk-test-7f3a9c-never-log-me"
 
@@ -118,7 +121,7 @@ def test_chat_results_map_to_their_requests():
 def test_completions_send_token_ids_and_decode_locally(tiny_llama):
     from transformers import AutoTokenizer
 
-    from distill.engines.engines import render_prompts
+    from distill.engines.base import render_prompts
 
     tok = AutoTokenizer.from_pretrained(str(tiny_llama))
     reqs = _requests(3)
@@ -236,3 +239,43 @@ def test_engine_is_one_recipe_field():
         recipe_from_dict(base, overrides=["sampling.openai.rpn=60"])
     with pytest.raises(ValueError, match="unknown engine"):
         make_engine("sglang", "m")
+
+
+def test_sampling_params_from_a_recipe_section():
+    r = recipe_from_dict({"name": "t", "sampling": {"n": 3, "temperature": 0.8, "top_p": 0.9, "max_tokens": 64, "seed": 7},
+                          "eval": {"k": 5, "temperature": 0.2, "seed": 3}})
+    assert SamplingParams.from_section(r.sampling) == SamplingParams(3, 0.8, 0.9, 64, 7)
+    assert SamplingParams.from_section(r.eval, n=r.eval.k) == SamplingParams(5, 0.2, r.eval.top_p, r.eval.max_tokens, 3)
+    gen = r.merge.generator  # no n: one answer per prompt
+    assert SamplingParams.from_section(gen) == SamplingParams(1, gen.temperature, gen.top_p, gen.max_tokens, gen.seed)
+    fs = r.teacher.cold_start.fewshot  # no top_p, no seed: the defaults, then what is given
+    assert SamplingParams.from_section(fs, n=fs.samples_per_prompt, seed=9) == SamplingParams(fs.samples_per_prompt, fs.temperature, 0.95, fs.max_tokens, 9)
+
+
+def test_engine_for_reads_the_section_and_its_factory_pickles(monkeypatch):
+    import pickle
+
+    from distill.engines import factory
+
+    built = []
+    monkeypatch.setattr(factory, "make_engine", lambda kind, model, **kw: built.append((kind, model, kw)) or "engine")
+    r = recipe_from_dict({"name": "t", "sampling": {"engine": "transformers", "seed": 4, "chat_template": "{{ x }}"}})
+    assert factory.engine_for(r.sampling, "m") == "engine"
+    assert built[-1] == ("transformers", "m", {"seed": 4, "chat_template": "{{ x }}", "vllm_settings": r.sampling.vllm, "openai_settings": r.sampling.openai})
+    factory.engine_for(r.eval, "e", chat_template="t")  # eval has no openai section and no template of its own
+    assert built[-1] == ("vllm", "e", {"seed": r.eval.seed, "chat_template": "t", "vllm_settings": r.eval.vllm, "openai_settings": None})
+    f = pickle.loads(pickle.dumps(factory.engine_factory(r.sampling, "m", seed=11)))  # data-parallel workers unpickle it
+    assert f.func is factory.engine_for and f.args[1] == "m" and f.keywords["seed"] == 11
+
+
+def test_gpus_per_section():
+    from distill.engines.factory import data_parallel_workers, devices_per_engine, gpus_for
+
+    r = recipe_from_dict({"name": "t", "sampling": {"vllm": {"tensor_parallel_size": 2, "pipeline_parallel_size": 3, "data_parallel_size": 2}},
+                          "eval": {"engine": "transformers"}})
+    assert devices_per_engine(r.sampling.vllm) == 6 and data_parallel_workers(r.sampling) == 2
+    assert gpus_for(r.sampling, data_parallel=True) == 12 and gpus_for(r.sampling) == 6
+    assert gpus_for(r.eval) == 1 and gpus_for(r.verify.judge) == 1
+    assert gpus_for(recipe_from_dict({"name": "t", "sampling": {"engine": "openai"}}).sampling, data_parallel=True) == 0
+    priced = recipe_from_dict({"name": "t", "sampling": {"cost": {"gpus": 5}}}).sampling
+    assert gpus_for(priced, data_parallel=True) == 5  # a stated count wins

@@ -14,9 +14,13 @@ import httpx
 import polars as pl
 import pytest
 
-from distill.engines.engines import OpenAIEngine, Request, SamplingParams, TransformersEngine, VLLMEngine, configure_cpu_vllm
-from distill.config.recipe import OpenAISettings, VLLMSettings
-from distill.generation.sample import generate_traces, sample_ids
+from distill.engines.openai import OpenAIEngine
+from distill.engines.base import Request, SamplingParams
+from distill.engines.transformers import TransformersEngine
+from distill.engines.vllm import VLLMEngine, configure_cpu_vllm
+from distill.config.sampling import OpenAISettings, VLLMSettings
+from distill.generation.sample import generate_traces
+from distill.generation.shards import sample_ids
 from distill.core.storage import read_table
 
 PROMPTS = [Request(f"r{i}", [{"role": "user", "content": q}]) for i, q in enumerate(["What is 2 + 3?", "Say hello.", "写一首诗", "Count to five."])]

@@ -2,8 +2,10 @@
 
 import pytest
 
-from distill.engines.engines import Request, SamplingParams, TransformersEngine, VLLMEngine
-from distill.config.recipe import VLLMSettings
+from distill.engines.base import Request, SamplingParams
+from distill.engines.transformers import TransformersEngine
+from distill.engines.vllm import VLLMEngine
+from distill.config.sampling import VLLMSettings
 
 PROMPTS = [Request(f"r{i}", [{"role": "user", "content": q}]) for i, q in enumerate(["What is 2 + 3?", "Say hello.", "写一首诗"])]
 
