@@ -24,6 +24,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from distill.config.curate import CurateConfig
+from filters.measure import Batch, Measure
+
 MIN_PROSE_LINES = 8
 SOUP_RUN = 8
 SOUP_DISTINCT = 4
@@ -56,7 +59,11 @@ _CJK_CLASS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7a3"
 _PROSE_LINE = r"(?m)^[ \t]*\p{L}{2}"
 _SENTENCE_LINE = rf"(?m)^[ \t]*\p{{L}}{{2}}(?:\S*(?:[ \t]+\S+){{3}}|[^\n]*[{_CJK_CLASS}]{{6}})"
 
-CHAOS_COLUMNS = ("fence_unbalanced", "mojibake", "markup_debris", "special_tokens", "symbol_soup", "sentence_frac")
+CHAOS_SCHEMA = {
+    "fence_unbalanced": pl.Boolean, "mojibake": pl.Int64, "markup_debris": pl.Int64, "special_tokens": pl.Int64,
+    "symbol_soup": pl.Int64, "sentence_frac": pl.Float64,
+}  # fmt: skip
+CHAOS_COLUMNS = tuple(CHAOS_SCHEMA)
 
 
 def chaos_frame(texts: pl.Series) -> pl.DataFrame:
@@ -86,7 +93,7 @@ def chaos_frame(texts: pl.Series) -> pl.DataFrame:
             "symbol_soup": soup + weird,
             "sentence_frac": sentence_frac,
         },
-        schema=dict(zip(CHAOS_COLUMNS, (pl.Boolean, pl.Int64, pl.Int64, pl.Int64, pl.Int64, pl.Float64))),
+        schema=CHAOS_SCHEMA,
     )
 
 
@@ -116,3 +123,27 @@ def _soup_chars(s: pl.Series) -> pl.Series:
 def chaos_scores(text: str | None) -> dict[str, object]:
     """Every chaos score of one text (for tests and one-off checks; curation scores whole batches)."""
     return chaos_frame(pl.Series([text], dtype=pl.Utf8)).row(0, named=True)
+
+
+class Chaos(Measure):
+    """chaotic: unbalanced fences (cfg.reject_unbalanced_fences), or mojibake, markup_debris,
+    special_tokens, symbol_soup above their maximum, or sentence_frac below cfg.min_sentence_frac."""
+
+    name = "chaos"
+    columns = CHAOS_SCHEMA
+    reasons = ("chaotic",)
+
+    def score(self, batch: Batch) -> dict[str, pl.Series]:
+        frame = chaos_frame(batch.completion_series)
+        return {name: frame.get_column(name) for name in frame.columns}
+
+    @classmethod
+    def reject(cls, df: pl.DataFrame, cfg: CurateConfig) -> dict[str, pl.Expr]:
+        return {
+            "chaotic": (pl.col("fence_unbalanced") & pl.lit(cfg.reject_unbalanced_fences))
+            | (pl.col("mojibake") > cfg.max_mojibake)
+            | (pl.col("markup_debris") > cfg.max_markup_debris)
+            | (pl.col("special_tokens") > cfg.max_special_tokens)
+            | (pl.col("symbol_soup") > cfg.max_symbol_soup)
+            | (pl.col("sentence_frac") < cfg.min_sentence_frac)
+        }

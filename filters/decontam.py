@@ -28,7 +28,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from filters.ngrams import GramSet, Tokens, ngrams, normalize_words, tokenize
+from distill.config.curate import CurateConfig
+from distill.core.storage import read_table
+from filters.measure import Batch, Measure
+from filters.ngrams import TOKEN_CHUNK, GramSet, Tokens, ngrams, normalize_words, tokenize
 
 DEFAULT_FIELDS = ("problem", "question", "prompt")
 MAX_BENCHMARKS = 63  # one bit each in an int64 mask
@@ -43,15 +46,13 @@ def whole_hashes(texts: pl.Series) -> np.ndarray:
 def load_benchmark(spec) -> list[list[str]]:
     """The items of one benchmark (`BenchmarkSpec`), each as the texts of its listed fields."""
     if spec.kind == "file":
-        from distill.core.storage import read_table
-
         df = read_table(Path(spec.path))
         if spec.split and "split" in df.columns:
             df = df.filter(df["split"] == spec.split)
         rows: Iterable[dict[str, Any]] = df.iter_rows(named=True)
         columns = df.columns
     else:
-        import datasets
+        import datasets  # slow to import, and only Hub benchmarks need it
 
         ds = datasets.load_dataset(spec.path, spec.config, split=spec.split)
         rows, columns = ds, ds.column_names
@@ -154,6 +155,62 @@ class ContaminationIndex:
             return None
         return ",".join(name for b, name in enumerate(self.names) if (int(mask) >> b) & 1)
 
+
+
+class Decontam(Measure):
+    """contaminated: contam_prompt_hits >= decontam.min_prompt_hits, or contam_response_hits >=
+    decontam.min_response_hits (only with benchmarks listed: without, the hits are 0)."""
+
+    name = "decontam"
+    columns = {"contam_prompt_hits": pl.Int64, "contam_response_hits": pl.Int64, "contam_benchmarks": pl.Utf8}
+    reasons = ("contaminated",)
+
+    @classmethod
+    def load(cls, cfg: CurateConfig) -> dict[str, list[list[str]]]:
+        """The benchmarks' items ({} when none are listed)."""
+        return load_items(cfg.decontam) if cfg.decontam.benchmarks else {}
+
+    def __init__(self, cfg: CurateConfig, loaded: dict[str, list[list[str]]] | None = None) -> None:
+        super().__init__(cfg)
+        items = self.load(cfg) if loaded is None else loaded
+        self.index = ContaminationIndex.from_items(items, cfg.decontam) if items else None
+
+    def score(self, batch: Batch) -> dict[str, pl.Series]:
+        n = batch.height
+        if self.index is None:
+            zeros = pl.Series(np.zeros(n, dtype=np.int64))
+            return {
+                "contam_prompt_hits": zeros,
+                "contam_response_hits": zeros,
+                "contam_benchmarks": pl.Series([None] * n, dtype=pl.Utf8),
+            }
+        comp = batch.completion_series
+        r_hits = np.zeros(n, dtype=np.int64)
+        r_mask = np.zeros(n, dtype=np.int64)
+        for start in range(0, n, TOKEN_CHUNK):  # bounded memory
+            chunk = comp.slice(start, TOKEN_CHUNK)
+            end = start + len(chunk)
+            r_hits[start:end], r_mask[start:end] = self.index.scan_responses(tokenize(chunk))
+        prompts = batch.prompt_series
+        distinct = prompts.unique(maintain_order=True)
+        p_hits, p_mask = self.index.scan_prompts(distinct)
+        found = pl.DataFrame({"p": distinct, "h": p_hits, "m": p_mask})
+        joined = pl.DataFrame({"p": prompts}).join(found, on="p", how="left", maintain_order="left")
+        mask = joined.get_column("m").to_numpy() | r_mask
+        names = {int(m): self.index.names_of(int(m)) for m in np.unique(mask)}
+        return {
+            "contam_prompt_hits": joined.get_column("h").cast(pl.Int64),
+            "contam_response_hits": pl.Series(r_hits, dtype=pl.Int64),
+            "contam_benchmarks": pl.Series([names[int(m)] for m in mask], dtype=pl.Utf8),
+        }
+
+    @classmethod
+    def reject(cls, df: pl.DataFrame, cfg: CurateConfig) -> dict[str, pl.Expr]:
+        dc = cfg.decontam
+        return {
+            "contaminated": (pl.col("contam_prompt_hits") >= dc.min_prompt_hits)
+            | (pl.col("contam_response_hits") >= dc.min_response_hits)
+        }
 
 def _or_by_hash(hashes: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     df = pl.DataFrame({"h": hashes, "m": masks}).group_by("h").agg(pl.col("m").unique())

@@ -31,85 +31,18 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-_MASK32 = np.uint64(0xFFFFFFFF)
-PERM_CHUNK = 16  # permutations computed at once: bounds the (shingles x chunk) work array
+from distill.config.curate import CurateConfig
+from filters.correctness import as_bool
+from filters.measure import Measure, prompt_series
+from filters.minhash import MinHasher, normalize_expr, numbers_expr
+
 VERIFY_CHUNK = 1 << 18  # candidate pairs verified at once
 
 # Codes in `DedupResult.reason`.
 KEEP, DUPLICATE, NEAR_DUPLICATE = 0, 1, 2
 REASON_NAMES = {DUPLICATE: "duplicate", NEAR_DUPLICATE: "near_duplicate"}
-
-
-def normalize_expr(text: pl.Expr) -> pl.Expr:
-    """NFKC, lower case, runs of whitespace collapsed to one space, stripped."""
-    return text.fill_null("").str.normalize("NFKC").str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
-
-
-def numbers_expr(normalized: pl.Expr) -> pl.Expr:
-    """Hash of the sequence of numbers in a normalised prompt."""
-    return normalized.str.extract_all(r"\d+(?:[.,]\d+)*").list.join(" ").hash(seed=7)
-
-
-class MinHasher:
-    """MinHash signatures of word-shingle sets, for many texts at once."""
-
-    def __init__(self, num_perm: int = 120, bands: int = 20, shingle: int = 3, seed: int = 0):
-        if num_perm % bands:
-            raise ValueError(f"num_perm ({num_perm}) must be a multiple of bands ({bands})")
-        rng = np.random.default_rng(seed)
-        self.num_perm, self.bands, self.rows, self.shingle = num_perm, bands, num_perm // bands, shingle
-        self.a = rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) | np.uint64(1)
-        self.b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)
-        self.mix = rng.integers(1, 2**63, size=(shingle, self.rows), dtype=np.uint64) | np.uint64(1)
-
-    def shingles(self, normalized: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-        """(shingle hashes, start offset of each text) with shingles grouped by text in order. A text
-        shorter than `shingle` words uses its words."""
-        words = pl.DataFrame({"t": normalized}).with_row_index("doc").select("doc", pl.col("t").str.split(" ")).explode("t")
-        doc = words["doc"].to_numpy().astype(np.int64)
-        wh = words["t"].fill_null("").hash(seed=11).to_numpy()
-        k = self.shingle
-        n_docs = len(normalized)
-        if k > 1 and len(wh) >= k:
-            same = doc[: len(doc) - k + 1] == doc[k - 1 :]
-            sh = wh[: len(wh) - k + 1] * self.mix[0, 0]
-            for j in range(1, k):
-                sh = sh + wh[j : len(wh) - k + 1 + j] * self.mix[j, 0]
-            sh, sdoc = sh[same], doc[: len(doc) - k + 1][same]
-            has = np.zeros(n_docs, dtype=bool)
-            has[sdoc] = True
-            short = ~has[doc]
-            if short.any():  # texts with fewer than k words: their words are their shingles
-                sh = np.concatenate([sh, wh[short]])
-                sdoc = np.concatenate([sdoc, doc[short]])
-                order = np.argsort(sdoc, kind="stable")
-                sh, sdoc = sh[order], sdoc[order]
-        else:
-            sh, sdoc = wh, doc
-        starts = np.searchsorted(sdoc, np.arange(n_docs))
-        return sh, starts
-
-    def signatures(self, normalized: pl.Series) -> np.ndarray:
-        """uint32 array [len(normalized), num_perm]."""
-        n = len(normalized)
-        out = np.empty((n, self.num_perm), dtype=np.uint32)
-        if n == 0:
-            return out
-        sh, starts = self.shingles(normalized)
-        for p0 in range(0, self.num_perm, PERM_CHUNK):
-            a, b = self.a[p0 : p0 + PERM_CHUNK], self.b[p0 : p0 + PERM_CHUNK]
-            v = ((sh[:, None] * a[None, :] + b[None, :]) >> np.uint64(32)).astype(np.uint32)
-            out[:, p0 : p0 + PERM_CHUNK] = np.minimum.reduceat(v, starts, axis=0)
-        return out
-
-    def band_keys(self, sig: np.ndarray) -> np.ndarray:
-        """uint64 array [bands, n]: one hash per band of each signature (band-major, for per-band sorts)."""
-        keys = np.empty((self.bands, len(sig)), dtype=np.uint64)
-        s = sig.astype(np.uint64)
-        for j in range(self.bands):
-            block = s[:, j * self.rows : (j + 1) * self.rows]
-            keys[j] = (block * self.mix[0][None, :]).sum(axis=1) + np.uint64(j)
-        return keys
+# Added to a judged frame with the decisions.
+DEDUP_COLUMNS: tuple[str, ...] = ("dup_cluster", "dup_cluster_prompts", "duplicate_of")
 
 
 @dataclass
@@ -121,7 +54,7 @@ class DedupResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def _components(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+def connected_components(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Connected-component labels (the smallest node of each component) by vectorised union-find."""
     labels = np.arange(n, dtype=np.int64)
     if len(u) == 0:
@@ -258,7 +191,7 @@ class DedupIndex:
         else:
             u = v = np.empty(0, dtype=np.int64)
         del node_hash
-        label = _components(n_nodes, u, v)
+        label = connected_components(n_nodes, u, v)
         cluster = label[node]
         nodes_per_cluster = np.bincount(label, minlength=n_nodes)
         stats["near_duplicate_clusters"] = int((nodes_per_cluster > 1).sum())
@@ -334,3 +267,82 @@ def _select(cluster: np.ndarray, copy: np.ndarray, rows: dict[str, np.ndarray], 
     best = np.empty(n, dtype=np.int64)
     best[order] = order[first_pos]
     return copy | (rank >= slots[cluster]), best
+
+
+class Dedup(Measure):
+    """duplicate, near_duplicate: dropped from a prompt cluster (module doc). Unlike the other measures
+    it decides over every row at once (`DedupIndex`), so it must be the last measure: `reject` gives
+    nothing, `inputs` gives what the index needs from one batch, `apply` adds the decisions."""
+
+    name = "dedup"
+    reasons = tuple(REASON_NAMES.values())
+
+    def __init__(self, cfg: CurateConfig, loaded: None = None) -> None:
+        super().__init__(cfg)
+        d = cfg.dedup
+        self.hasher = MinHasher(d.num_perm, d.bands, d.shingle, d.seed)
+
+    def inputs(self, judged: pl.DataFrame) -> dict[str, Any]:
+        """Per-row keys and the batch's distinct prompts with their MinHash signatures, for DedupIndex.
+        `judged` carries `reject_reasons` from the other measures (rows rejected anyway rank last)."""
+        keys = pl.DataFrame({"norm": prompt_series(judged)}).with_columns(normalize_expr(pl.col("norm")).alias("norm"))
+        keys = keys.with_columns(pl.col("norm").hash(seed=3).alias("prompt"))
+        if "prompt_id" in judged.columns:
+            pid = judged.get_column("prompt_id").cast(pl.Utf8)
+            group = pl.Series(pid.hash(seed=5)).zip_with(pid.is_not_null(), keys.get_column("prompt"))
+        else:
+            group = keys.get_column("prompt")
+        correct = judged.get_column("correct") if "correct" in judged.columns else pl.Series([None] * judged.height)
+        verdict = [0 if v is True else 2 if v is False else 1 for v in map(as_bool, correct.to_list())]
+        rows = {
+            "prompt_hash": keys.get_column("prompt").to_numpy(),
+            "group_hash": group.to_numpy(),
+            "completion_hash": judged.get_column("completion").fill_null("").str.strip_chars().hash(seed=9).to_numpy(),
+            "verdict": np.array(verdict, dtype=np.int8),
+            "length": judged.get_column("completion_chars").to_numpy(),
+            "rejected": (judged.get_column("reject_reasons").list.len() > 0).to_numpy(),
+        }
+        prompts: dict[str, Any] = {}
+        if self.cfg.dedup.enabled and self.cfg.dedup.near_duplicates:
+            distinct = keys.unique(subset="prompt", keep="first", maintain_order=True)
+            distinct = distinct.with_columns(numbers_expr(pl.col("norm")).alias("numbers"))
+            sig = self.hasher.signatures(distinct.get_column("norm"))
+            prompts = {
+                "prompt_hash": distinct.get_column("prompt").to_numpy(),
+                "numbers_hash": distinct.get_column("numbers").to_numpy(),
+                "sig": sig,
+                "bands": self.hasher.band_keys(sig),
+            }
+        return {"rows": rows, "prompts": prompts}
+
+
+def apply_dedup(
+    df: pl.DataFrame, reason: np.ndarray, duplicate_of: pl.Series, cluster: np.ndarray, cluster_prompts: np.ndarray
+) -> pl.DataFrame:
+    """Append the dedup reason to `reject_reasons`, add DEDUP_COLUMNS and `reject_reason` (the first
+    reason)."""
+    names = pl.Series([REASON_NAMES.get(int(r)) for r in reason], dtype=pl.Utf8)
+    extra = pl.when(names.is_not_null()).then(pl.concat_list(names)).otherwise(pl.lit([], dtype=pl.List(pl.Utf8)))
+    return df.with_columns(
+        pl.Series("dup_cluster", cluster, dtype=pl.Int64),
+        pl.Series("dup_cluster_prompts", cluster_prompts, dtype=pl.Int64),
+        duplicate_of.cast(pl.Utf8).alias("duplicate_of"),
+        pl.concat_list(pl.col("reject_reasons"), extra).alias("reject_reasons"),
+    ).with_columns(pl.col("reject_reasons").list.first().alias("reject_reason"))
+
+
+def no_dedup(df: pl.DataFrame) -> pl.DataFrame:
+    """`apply_dedup` with dedup off: nothing dropped, every row its own cluster (-1)."""
+    n = df.height
+    return apply_dedup(
+        df, np.zeros(n, dtype=np.int8), pl.Series([None] * n, dtype=pl.Utf8), np.full(n, -1), np.zeros(n, dtype=np.int64)
+    )
+
+
+def duplicate_ids(ids: pl.Series, duplicate_of: np.ndarray) -> pl.Series:
+    """The id of row `duplicate_of[i]`, null where it is -1."""
+    ids = ids.cast(pl.Utf8)
+    if not len(ids):
+        return pl.Series([], dtype=pl.Utf8)
+    picked = ids.gather(np.maximum(duplicate_of, 0))
+    return picked.zip_with(pl.Series(duplicate_of >= 0), pl.Series([None] * len(ids), dtype=pl.Utf8))

@@ -3,7 +3,7 @@
 `Funnel.add` counts a judged batch (vectorised); `result` gives the dict written to funnel.json:
 
   rows_in, kept, rejected
-  reasons            {reason: rows it applies to}, every reason in REASONS order
+  reasons            {reason: rows it applies to}, every reason in REASONS order (filters/registry.py)
   primary_reasons    {reason: rows for which it is the primary reason}
   measures           [{measure, reasons, rows_in, rows_out, dropped, applied}] in precedence order:
                      rows_in are the rows no earlier measure rejected, rows_out those it let through
@@ -24,13 +24,13 @@ from typing import Any
 
 import polars as pl
 
+from filters.registry import MEASURES, REASONS
+
 NO_SOURCE = "(none)"
 
 
 class Funnel:
     def __init__(self, cfg, index=None):
-        from filters.curate import REASONS
-
         self.cfg, self.index, self.reasons = cfg, index, REASONS
         self.rows = self.kept = 0
         self.applied: Counter[str] = Counter()
@@ -85,8 +85,6 @@ class Funnel:
             c.update({k: int(v) for k, v in row.items()})
 
     def result(self, timings: dict[str, float] | None = None, dedup: dict[str, Any] | None = None) -> dict[str, Any]:
-        from filters.curate import MEASURES
-
         rejected = self.rows - self.kept
         measures, remaining = [], self.rows
         for measure, reasons in MEASURES.items():

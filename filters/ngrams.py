@@ -15,6 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+# Rows tokenised at once by the n-gram measures (~1,000 tokens each: ~10 MB of arrays per 1,000 rows).
+TOKEN_CHUNK = 2000
+
 # ASCII punctuation and symbols, and the CJK ones, become spaces (Rust regex: one character class).
 _PUNCT = r"[!-/:-@\[-`{-~\u00a1-\u00bf\u2010-\u2027\u2030-\u205e\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65]"
 _CJK = r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7a3]"

@@ -1,14 +1,19 @@
 """Readability and format measures for curation: the think block, paragraphs, truncation.
 
-Each function reads one completion and returns a score; none drops anything. The recipe's thresholds
-turn scores into reject reasons (`filters.curate.reject_reasons`).
+Each function reads one completion and returns a score; none drops anything. Two measures use them:
+`Format` (think_format, truncated: reasons truncated, bad_think_format) and `Readability`
+(max_paragraph_chars, completion_chars, n_tokens: reasons long_paragraph, too_long, too_short).
 """
 
 from __future__ import annotations
 
 import re
 
+import polars as pl
+
+from distill.config.curate import CurateConfig
 from distill.core.schema import THINK_CLOSE, THINK_OPEN, split_think
+from filters.measure import Batch, Measure, tasks_of
 
 REASONING_TASKS = frozenset({"math", "code"})
 
@@ -77,3 +82,61 @@ def is_truncated(finish_reason: str | None, completion: str | None) -> bool:
         return True
     text = completion or ""
     return text.rfind(THINK_OPEN) > text.rfind(THINK_CLOSE)
+
+
+class Format(Measure):
+    """truncated: cfg.reject_truncated and `truncated`. bad_think_format: cfg.require_think, task "math"
+    or "code" (default "math") and think_format set."""
+
+    name = "format"
+    columns = {"think_format": pl.Utf8, "truncated": pl.Boolean}
+    reasons = ("truncated", "bad_think_format")
+
+    def score(self, batch: Batch) -> dict[str, pl.Series]:
+        completions = batch.completions
+        return {
+            "think_format": pl.Series([think_format(c, k) for c, k in zip(completions, batch.tasks)], dtype=pl.Utf8),
+            "truncated": pl.Series(
+                [is_truncated(f, c) for f, c in zip(batch.column("finish_reason"), completions)], dtype=pl.Boolean
+            ),
+        }
+
+    @classmethod
+    def reject(cls, df: pl.DataFrame, cfg: CurateConfig) -> dict[str, pl.Expr]:
+        rules = {}
+        if cfg.reject_truncated:
+            rules["truncated"] = pl.col("truncated")
+        if cfg.require_think:
+            task = pl.Series(tasks_of(df), dtype=pl.Utf8)
+            rules["bad_think_format"] = pl.lit(task).is_in(list(REASONING_TASKS)) & pl.col("think_format").is_not_null()
+        return rules
+
+
+class Readability(Measure):
+    """long_paragraph: max_paragraph_chars > cfg.max_paragraph_chars. too_long / too_short: n_tokens
+    (`completion_tokens`, else UTF-8 bytes / 4) above cfg.max_completion_tokens / below
+    cfg.min_completion_tokens (each off when None)."""
+
+    name = "readability"
+    columns = {"max_paragraph_chars": pl.Int64, "completion_chars": pl.Int64, "n_tokens": pl.Int64}
+    reasons = ("long_paragraph", "too_long", "too_short")
+
+    def score(self, batch: Batch) -> dict[str, pl.Series]:
+        comp = batch.completion_series
+        n_tokens = (comp.str.len_bytes().cast(pl.Int64) + 3) // 4
+        if "completion_tokens" in batch.df.columns:
+            n_tokens = batch.df.get_column("completion_tokens").cast(pl.Int64, strict=False).fill_null(n_tokens)
+        return {
+            "max_paragraph_chars": pl.Series([max_paragraph_chars(c) for c in batch.completions], dtype=pl.Int64),
+            "completion_chars": comp.str.len_chars().cast(pl.Int64),
+            "n_tokens": n_tokens,
+        }
+
+    @classmethod
+    def reject(cls, df: pl.DataFrame, cfg: CurateConfig) -> dict[str, pl.Expr]:
+        rules = {"long_paragraph": pl.col("max_paragraph_chars") > cfg.max_paragraph_chars}
+        if cfg.max_completion_tokens is not None:
+            rules["too_long"] = pl.col("n_tokens") > cfg.max_completion_tokens
+        if cfg.min_completion_tokens is not None:
+            rules["too_short"] = pl.col("n_tokens") < cfg.min_completion_tokens
+        return rules

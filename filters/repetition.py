@@ -20,7 +20,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from filters.ngrams import Tokens, loop_shares, ngrams, tokenize
+from distill.config.curate import CurateConfig
+from filters.measure import Batch, Measure
+from filters.ngrams import TOKEN_CHUNK, Tokens, loop_shares, ngrams, tokenize
 
 MIN_LINE_CHARS = 20
 NGRAM = 10
@@ -60,3 +62,33 @@ def repetition_scores(text: str | None) -> tuple[float, int, float]:
     frac, repeats = line_repetition(text)
     share = ngram_loop_shares(tokenize(pl.Series([text or ""], dtype=pl.Utf8), normalize=False))[0]
     return frac, repeats, float(share)
+
+
+class Repetition(Measure):
+    """repetition: dup_line_frac > cfg.max_dup_line_frac, max_line_repeats > cfg.max_line_repeats, or
+    dup_ngram_frac > cfg.max_dup_ngram_frac."""
+
+    name = "repetition"
+    columns = {"dup_line_frac": pl.Float64, "max_line_repeats": pl.Int64, "dup_ngram_frac": pl.Float64}
+    reasons = ("repetition",)
+
+    def score(self, batch: Batch) -> dict[str, pl.Series]:
+        lines = [line_repetition(c) for c in batch.completions]
+        comp = batch.completion_series
+        loops = np.zeros(batch.height)
+        for start in range(0, batch.height, TOKEN_CHUNK):  # bounded memory
+            chunk = comp.slice(start, TOKEN_CHUNK)
+            loops[start : start + len(chunk)] = ngram_loop_shares(tokenize(chunk, normalize=False))
+        return {
+            "dup_line_frac": pl.Series([x[0] for x in lines], dtype=pl.Float64),
+            "max_line_repeats": pl.Series([x[1] for x in lines], dtype=pl.Int64),
+            "dup_ngram_frac": pl.Series(loops, dtype=pl.Float64),
+        }
+
+    @classmethod
+    def reject(cls, df: pl.DataFrame, cfg: CurateConfig) -> dict[str, pl.Expr]:
+        return {
+            "repetition": (pl.col("dup_line_frac") > cfg.max_dup_line_frac)
+            | (pl.col("max_line_repeats") > cfg.max_line_repeats)
+            | (pl.col("dup_ngram_frac") > cfg.max_dup_ngram_frac)
+        }

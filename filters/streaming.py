@@ -14,6 +14,7 @@ read twice instead of being held. Results do not depend on `batch_rows` or `work
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -29,9 +30,14 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distill.config.curate import CurateConfig
 from distill.core.progress import progress
-from distill.config.recipe import CurateConfig
 from distill.core.storage import read_table, write_json
+from filters.decontam import Decontam
+from filters.dedup import DEDUP_COLUMNS, DedupIndex, apply_dedup, duplicate_ids, no_dedup
+from filters.funnel import Funnel
+from filters.registry import SCORE_COLUMNS
+from filters.scoring import REASON_COLUMNS, Scorer, Timings, check_columns, load_measures, local_reasons, prepare
 
 log = logging.getLogger(__name__)
 MAX_WORKERS = 8
@@ -56,9 +62,7 @@ class Source:
     like `pl.concat(how="diagonal_relaxed")`). Parquet streams; JSONL is read whole."""
 
     def __init__(self, path: Path, batch_rows: int):
-        from filters.curate import check_columns, prepare
-
-        self.path, self.batch_rows, self._prepare = path, batch_rows, prepare
+        self.path, self.batch_rows = path, batch_rows
         self.files = _parquet_files(path)
         self._table: pl.DataFrame | None = None
         if self.files:
@@ -73,7 +77,7 @@ class Source:
         self.template = prepare(template)
 
     def _conform(self, df: pl.DataFrame) -> pl.DataFrame:
-        return pl.concat([self.template, self._prepare(df)], how="diagonal_relaxed")
+        return pl.concat([self.template, prepare(df)], how="diagonal_relaxed")
 
     def batches(self) -> Iterator[pl.DataFrame]:
         yielded = False
@@ -93,20 +97,16 @@ class Source:
 
 # --- workers -------------------------------------------------------------------------------------
 
-_SCORER = None
+_SCORER: Scorer | None = None
 
 
-def _init_worker(cfg_json: str, items: dict[str, list[list[str]]]) -> None:
+def _init_worker(cfg_json: str, loaded: dict[str, Any]) -> None:
     global _SCORER
-    from filters.curate import Scorer
-
-    _SCORER = Scorer(CurateConfig.model_validate_json(cfg_json), benchmark_items=items)
+    _SCORER = Scorer(CurateConfig.model_validate_json(cfg_json), loaded)
 
 
 def _score_batch(df: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any] | None, dict[str, float]]:
     """Score columns + reasons but dedup (a frame of those columns only), dedup inputs, timings."""
-    from filters.curate import REASON_COLUMNS, SCORE_COLUMNS, local_reasons
-
     scorer = _SCORER
     before = dict(scorer.timings.seconds)
     judged = local_reasons(scorer.score(df), scorer.cfg)
@@ -124,8 +124,6 @@ def _trim() -> None:
     global _LIBC
     if _LIBC is None:
         try:
-            import ctypes
-
             _LIBC = ctypes.CDLL("libc.so.6")
         except OSError:  # not glibc
             _LIBC = False
@@ -139,8 +137,8 @@ _LIBC = None
 class _InProcess:
     """The executor interface, run in this process (small inputs: no worker start-up)."""
 
-    def __init__(self, cfg_json: str, items: dict[str, list[list[str]]]):
-        _init_worker(cfg_json, items)
+    def __init__(self, cfg_json: str, loaded: dict[str, Any]):
+        _init_worker(cfg_json, loaded)
 
     def submit(self, fn, *args):
         class Done:
@@ -156,11 +154,11 @@ class _InProcess:
         pass
 
 
-def _executor(workers: int, cfg: CurateConfig, items: dict[str, list[list[str]]]):
+def _executor(workers: int, cfg: CurateConfig, loaded: dict[str, Any]):
     cfg_json = cfg.model_dump_json()
     if workers <= 0:
-        return _InProcess(cfg_json, items)
-    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(cfg_json, items))
+        return _InProcess(cfg_json, loaded)
+    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(cfg_json, loaded))
 
 
 def _auto_workers(rows: int, batch_rows: int) -> int:
@@ -207,15 +205,10 @@ class _Writer:
 def curate_stream(
     input_path: Path, output_dir: Path, cfg: CurateConfig, *, batch_rows: int = 10_000, workers: int | None = None
 ) -> dict[str, Any]:
-    from filters.curate import DEDUP_COLUMNS, REASON_COLUMNS, Timings, add_dedup, duplicate_ids, no_dedup
-    from filters.decontam import ContaminationIndex, load_items
-    from filters.dedup import DedupIndex
-    from filters.funnel import Funnel
-
     t_start = time.perf_counter()
     source = Source(input_path, batch_rows)  # validates columns before anything is written
-    items = load_items(cfg.decontam) if cfg.decontam.benchmarks else {}
-    index = ContaminationIndex.from_items(items, cfg.decontam) if items else None
+    loaded = load_measures(cfg)  # benchmarks are read once, here, not in every worker
+    index = Decontam(cfg, loaded[Decontam.name]).index  # for the funnel's per-benchmark counts
     workers = _auto_workers(source.rows, batch_rows) if workers is None else workers
     output_dir.mkdir(parents=True, exist_ok=True)
     spill = Path(tempfile.mkdtemp(prefix=".curate-", suffix=".tmp", dir=output_dir))
@@ -231,7 +224,7 @@ def curate_stream(
         saved_threads = os.environ.get("POLARS_MAX_THREADS")
         if workers > 0:
             os.environ["POLARS_MAX_THREADS"] = "1"
-        pool = _executor(workers, cfg, items)
+        pool = _executor(workers, cfg, loaded)
         try:
             pending: deque = deque()
 
@@ -288,7 +281,7 @@ def curate_stream(
                 n = judged.height
                 if result is not None:
                     sl = slice(offset, offset + n)
-                    judged = add_dedup(judged, result.reason[sl], dup_of.slice(offset, n), result.cluster[sl], result.cluster_prompts[sl])
+                    judged = apply_dedup(judged, result.reason[sl], dup_of.slice(offset, n), result.cluster[sl], result.cluster_prompts[sl])
                 else:
                     judged = no_dedup(judged)
                 offset += n

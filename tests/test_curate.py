@@ -8,22 +8,16 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from distill.config.recipe import CurateConfig, RecipeError, recipe_from_dict
+from distill.config.curate import CurateConfig
+from distill.config.base import RecipeError
+from distill.config.recipe import recipe_from_dict
 from filters.chaos import chaos_scores
 from filters.curate import REASONS, SCORE_COLUMNS, curate, curate_file, reject_reasons, score
 from filters.function_words import WORD_LANG, classify
-from filters.language import (
-    detect_language,
-    exempt_task_text,
-    expected_scripts,
-    lang_switches,
-    latin_language_scores,
-    normalize_lang,
-    requested_languages,
-    script_profile,
-    strip_non_language,
-    target_lang_share,
-)
+from filters.exemptions import exempt_task_text, requested_languages
+from filters.language import detect_language
+from filters.language_mixing import lang_switches, latin_language_scores, target_lang_share
+from filters.unicode_scripts import expected_scripts, normalize_lang, script_profile, strip_non_language
 from filters.readability import is_truncated, max_paragraph_chars, think_format
 from filters.repetition import repetition_scores
 

@@ -9,7 +9,7 @@ import json
 import polars as pl
 import pytest
 
-from distill.config.recipe import CurateConfig
+from distill.config.curate import CurateConfig
 from filters.curate import MEASURES, REASONS, curate, curate_file
 
 GOOD = "<think>\nWe add {a} and {b} to get {c}. Checking: {c} minus {b} is {a}, so the sum is right.\n</think>\n\nThe answer is $\\boxed{{{c}}}$."

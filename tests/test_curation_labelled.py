@@ -17,7 +17,7 @@ import yaml
 DATA = Path(__file__).resolve().parent / "data" / "curation"
 sys.path.insert(0, str(DATA.parents[2]))  # run as a script from anywhere
 
-from distill.config.recipe import CurateConfig  # noqa: E402
+from distill.config.curate import CurateConfig  # noqa: E402
 from filters.curate import REASONS, curate  # noqa: E402
 
 CATEGORIES = {

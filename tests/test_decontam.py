@@ -7,7 +7,9 @@ import json
 import polars as pl
 import pytest
 
-from distill.config.recipe import CurateConfig, RecipeError, recipe_from_dict
+from distill.config.curate import CurateConfig
+from distill.config.base import RecipeError
+from distill.config.recipe import recipe_from_dict
 from filters.curate import curate
 from filters.decontam import ContaminationIndex, load_items
 from filters.ngrams import tokenize

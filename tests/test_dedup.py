@@ -6,9 +6,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from distill.config.recipe import CurateConfig, DedupConfig, RecipeError, recipe_from_dict
+from distill.config.curate import CurateConfig, DedupConfig
+from distill.config.base import RecipeError
+from distill.config.recipe import recipe_from_dict
 from filters.curate import reject_reasons
-from filters.dedup import MinHasher, _components, normalize_expr
+from filters.dedup import connected_components
+from filters.minhash import MinHasher, normalize_expr
 
 BASE = "A rectangular garden is 24 metres long and 15 metres wide. A path of width 2 metres runs around the outside of the garden. What is the area of the path?"
 GOOD = "<think>\nThe outer rectangle is 28 by 19, so its area is 532. The garden is 360. The path is 532 - 360 = 172.\n</think>\n\nThe area is $\\boxed{172}$."
@@ -46,9 +49,9 @@ def test_short_texts_and_empty_get_signatures():
 
 
 def test_components_union_find():
-    labels = _components(6, np.array([0, 1, 4]), np.array([1, 2, 5]))
+    labels = connected_components(6, np.array([0, 1, 4]), np.array([1, 2, 5]))
     assert labels.tolist() == [0, 0, 0, 3, 4, 4]
-    assert _components(3, np.array([], dtype=np.int64), np.array([], dtype=np.int64)).tolist() == [0, 1, 2]
+    assert connected_components(3, np.array([], dtype=np.int64), np.array([], dtype=np.int64)).tolist() == [0, 1, 2]
 
 
 def test_samples_of_one_prompt_are_not_duplicates():
