@@ -1,7 +1,8 @@
 """GRPO rewards, built from the measures the rest of the pipeline uses, so RL, rejection sampling,
 curation and evaluation agree on what "correct", "formatted" and "in the prompt's language" mean.
 
-The recipe lists rewards as objects, `rewards: [{name: accuracy, weight: 1.0, options: {...}}, ...]`:
+The recipe lists rewards as objects, `rewards: [{name: accuracy, weight: 1.0, options: {...}}, ...]`, typed
+per reward in distill/config/rewards.py (checked when the recipe loads):
 
 | name                 | value                                                         | options                      |
 |----------------------|---------------------------------------------------------------|------------------------------|
@@ -28,9 +29,21 @@ in parallel on a thread pool (each test runs in its own sandboxed process).
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, Iterable
 
+from distill.config.rewards import (
+    AccuracyReward,
+    FormatReward,
+    LanguageConsistencyReward,
+    LengthReward,
+    RepetitionReward,
+    RewardEntry,
+    RewardOptions,
+)
 from distill.core.schema import split_think
+from distill.verify.registry import get_verifier
+from filters.curate import language_measures
+from filters.repetition import repetition_scores
 from rl.templates import Template
 
 # Verdict reasons that mean "the reference cannot be judged against": no reward, not zero.
@@ -51,15 +64,25 @@ def _column(columns: dict[str, Any], name: str, n: int) -> list:
 
 
 class Reward:
-    """A reward: `score(texts, columns, completion_ids)` over a batch of produced texts (prefill added)."""
+    """A reward: `score(texts, columns, completion_ids)` over a batch of produced texts (prefill added).
 
-    name = ""
-    OPTIONS: dict[str, type | tuple[type, ...]] = {}
+    `entry` is the recipe's typed entry for it (distill.config.rewards), which names it; the options come
+    from the recipe (`options`, already validated) or as keyword arguments, validated the same way.
+    `max_completion_length` is GRPO's generation limit, for rewards whose defaults depend on it.
+    """
 
-    def __init__(self, template: Template | None = None, **options: Any):
-        check_options(self.name, options)
+    entry: ClassVar[type[RewardEntry]]
+    name: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name = cls.entry.model_fields["name"].default
+
+    def __init__(self, template: Template | None = None, options: RewardOptions | None = None, *,
+                 max_completion_length: int | None = None, **given: Any):
         self.template = template or Template("chat", "boxed")
-        self.options = options
+        self.options = options if options is not None else self.entry.model_validate({"options": given}).options
+        self.max_completion_length = max_completion_length
         self.__name__ = self.name  # TRL names the logged metric `rewards/<__name__>/mean`
 
     def __call__(self, completions, prompts=None, completion_ids=None, **columns) -> list[float | None]:
@@ -74,20 +97,14 @@ class Reward:
 
 
 class Accuracy(Reward):
-    name = "accuracy"
-    OPTIONS = {"verifier": str, "workers": int}
+    entry = AccuracyReward
 
-    def __init__(self, template: Template | None = None, **options: Any):
-        super().__init__(template, **options)
-        self.verifier = options.get("verifier", "auto")
-        if self.verifier not in ("auto", "math", "code"):
-            raise ValueError(f"reward accuracy: options.verifier must be auto, math or code (got {self.verifier!r})")
-        self.workers = int(options.get("workers", 8))
+    def __init__(self, template: Template | None = None, options: RewardOptions | None = None, **kw: Any):
+        super().__init__(template, options, **kw)
+        self.verifier, self.workers = self.options.verifier, self.options.workers
         self._pool: ThreadPoolExecutor | None = None
 
     def _verifier_for(self, task: str | None):
-        from distill.verify.verify import get_verifier
-
         kind = self.verifier if self.verifier != "auto" else ("code" if task == "code" else "math")
         return get_verifier(kind)
 
@@ -119,7 +136,7 @@ class Accuracy(Reward):
 
 
 class Format(Reward):
-    name = "format"
+    entry = FormatReward
 
     def score(self, texts, columns, completion_ids):
         # texts already carry the prefill; Template.format_ok adds it itself, so check the bare form
@@ -132,24 +149,15 @@ class LanguageConsistency(Reward):
     language (the row's `language` column, else detected from the question), measured exactly as the
     curate stage measures `target_lang_share`, so RL optimises what curation later thresholds."""
 
-    name = "language_consistency"
-    OPTIONS = {"scope": str}
-
-    def __init__(self, template: Template | None = None, **options: Any):
-        super().__init__(template, **options)
-        self.scope = options.get("scope", "reasoning")
-        if self.scope not in ("reasoning", "completion"):
-            raise ValueError(f"reward language_consistency: options.scope must be reasoning or completion (got {self.scope!r})")
+    entry = LanguageConsistencyReward
 
     def score(self, texts, columns, completion_ids):
-        from filters.curate import language_measures
-
         n = len(texts)
         questions = _column(columns, "question", n)
         langs = _column(columns, "language", n)
         measured, idx = [], []
         for i, text in enumerate(texts):
-            if self.scope == "completion":
+            if self.options.scope == "completion":
                 part = text
             else:
                 s = split_think(text)
@@ -168,15 +176,14 @@ class LanguageConsistency(Reward):
 class Length(Reward):
     """DAPO's soft overlong punishment: completions near the generation limit lose reward smoothly."""
 
-    name = "length"
-    OPTIONS = {"max_tokens": int, "buffer_tokens": int}
+    entry = LengthReward
 
-    def __init__(self, template: Template | None = None, **options: Any):
-        super().__init__(template, **options)
-        self.max_tokens = options.get("max_tokens")
+    def __init__(self, template: Template | None = None, options: RewardOptions | None = None, **kw: Any):
+        super().__init__(template, options, **kw)
+        self.max_tokens = self.options.max_tokens if self.options.max_tokens is not None else self.max_completion_length
         if self.max_tokens is None or self.max_tokens < 2:
             raise ValueError("reward length: options.max_tokens (>= 2) is needed (default: GRPO's max_completion_length)")
-        self.buffer = int(options.get("buffer_tokens") or max(1, self.max_tokens // 4))
+        self.buffer = self.options.buffer_tokens or max(1, self.max_tokens // 4)
         if not 0 < self.buffer < self.max_tokens:
             raise ValueError(f"reward length: options.buffer_tokens must be in 1..{self.max_tokens - 1}")
 
@@ -190,13 +197,10 @@ class Length(Reward):
 
 
 class Repetition(Reward):
-    name = "repetition"
-    OPTIONS = {"max_penalty": (int, float)}
+    entry = RepetitionReward
 
     def score(self, texts, columns, completion_ids):
-        from filters.repetition import repetition_scores
-
-        k = float(self.options.get("max_penalty", 1.0))
+        k = float(self.options.max_penalty)
         out = []
         for text in texts:
             dup_lines, _, dup_ngrams = repetition_scores(text)
@@ -207,27 +211,13 @@ class Repetition(Reward):
 REWARDS: dict[str, type[Reward]] = {r.name: r for r in (Accuracy, Format, LanguageConsistency, Length, Repetition)}
 
 
-def check_options(name: str, options: dict[str, Any]) -> None:
-    """Reject options a reward does not take, or of the wrong type (called when the recipe loads)."""
-    cls = REWARDS.get(name)
-    if cls is None:
-        raise ValueError(f"unknown reward {name!r} (known: {', '.join(REWARDS)})")
-    for key, value in options.items():
-        if key not in cls.OPTIONS:
-            known = ", ".join(cls.OPTIONS) or "none"
-            raise ValueError(f"reward {name}: unknown option {key!r} (options: {known})")
-        if not isinstance(value, cls.OPTIONS[key]) or isinstance(value, bool):
-            raise ValueError(f"reward {name}: option {key} has the wrong type ({type(value).__name__})")
-
-
-def build_rewards(specs, template: Template | None = None, max_completion_length: int | None = None) -> tuple[list[Callable], list[float]]:
-    """Reward objects and weights for `GRPOTrainer(reward_funcs=..., args=GRPOConfig(reward_weights=...))`."""
+def build_rewards(specs: Iterable[RewardEntry], template: Template | None = None,
+                  max_completion_length: int | None = None) -> tuple[list[Callable], list[float]]:
+    """Reward objects and weights for `GRPOTrainer(reward_funcs=..., args=GRPOConfig(reward_weights=...))`,
+    from the recipe's typed entries (`teacher.grpo.rewards`)."""
     funcs, weights = [], []
     for spec in specs:
-        options = dict(spec.options)
-        if spec.name == "length" and "max_tokens" not in options:
-            options["max_tokens"] = max_completion_length
-        funcs.append(REWARDS[spec.name](template, **options))
+        funcs.append(REWARDS[spec.name](template, spec.options, max_completion_length=max_completion_length))
         weights.append(spec.weight)
     return funcs, weights
 

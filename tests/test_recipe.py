@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from distill.config.recipe import Recipe, RecipeError, load_recipe, recipe_from_dict
+from distill.config.base import RecipeError
+from distill.config.recipe import Recipe, load_recipe, pin_threads, recipe_from_dict
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
 
@@ -88,8 +89,6 @@ def test_exponent_numbers_are_floats_in_files_and_overrides(tmp_path):
 
 
 def test_pin_threads_sets_omp_only_when_the_recipe_says(monkeypatch):
-    from distill.config.recipe import pin_threads
-
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
     pin_threads(recipe_from_dict({"name": "x", "students": [{"name": "s"}]}))
     assert os.environ["OMP_NUM_THREADS"] == "7"

@@ -1,9 +1,14 @@
 """Each GRPO reward on hand-written completions: prefilled <think>, empty think, mixed language, no gold."""
 
+import polars as pl
 import pytest
 
-from distill.config.recipe import RecipeError, RewardSpec, recipe_from_dict
-from rl.rewards import REWARDS, Accuracy, Format, LanguageConsistency, Length, Repetition, build_rewards, check_options
+from distill.config.base import RecipeError
+from distill.config.recipe import recipe_from_dict
+from distill.config.rewards import REWARD_NAMES, AccuracyReward, FormatReward, LengthReward
+from distill.config.teacher import TemplateConfig
+from filters.curate import score
+from rl.rewards import REWARDS, Accuracy, Format, LanguageConsistency, Length, Repetition, build_rewards
 from rl.templates import Template, build_template, template_prefill
 
 GOOD = "<think>\n20 + 30 = 50, 3 + 4 = 7\n</think>\nThe answer is \\boxed{57}."
@@ -77,10 +82,6 @@ def test_language_consistency_is_the_curation_share_of_the_reasoning():
 
 
 def test_language_consistency_matches_the_curate_stage():
-    import polars as pl
-
-    from filters.curate import score
-
     text = "<think>\nLet me add. Nous ajoutons les dizaines et puis les unités, et nous obtenons le résultat.\n</think>\n\\boxed{57}"
     reward = LanguageConsistency(CHAT, scope="completion")([text], question=["What is 20 + 37?"], language=["en"])[0]
     curated = score(pl.DataFrame({"id": ["a"], "prompt": ["What is 20 + 37?"], "completion": [text], "language": ["en"]}))
@@ -102,7 +103,7 @@ def test_repetition_penalises_loops_only():
 
 
 def test_conversational_completions_weights_and_names():
-    specs = [RewardSpec(name="accuracy"), RewardSpec(name="format", weight=0.5), RewardSpec(name="length", options={"buffer_tokens": 4})]
+    specs = [AccuracyReward(), FormatReward(weight=0.5), LengthReward(options={"buffer_tokens": 4})]
     funcs, weights = build_rewards(specs, CHAT, max_completion_length=16)
     conv = [[{"role": "assistant", "content": GOOD}], [{"role": "assistant", "content": "no idea"}]]
     assert [f.__name__ for f in funcs] == ["accuracy", "format", "length"] and weights == [1.0, 0.5, 1.0]
@@ -121,20 +122,61 @@ def test_code_accuracy_runs_a_batch_in_parallel():
     assert reward([right], answer=["not json"], task=["code"]) == [None]  # unparseable tests: cannot judge
 
 
-def test_options_are_checked_when_the_recipe_loads():
-    with pytest.raises(ValueError, match="unknown option 'scop'"):
-        check_options("language_consistency", {"scop": "reasoning"})
-    with pytest.raises(RecipeError, match="teacher.grpo.rewards.0"):
-        recipe_from_dict({"name": "x", "teacher": {"grpo": {"rewards": [{"name": "length", "options": {"max_tokens": "many"}}]}}})
+def _rewards(*rewards):
+    return recipe_from_dict({"name": "x", "teacher": {"grpo": {"rewards": list(rewards)}}}).teacher.grpo.rewards
+
+
+@pytest.mark.parametrize(
+    "reward,field,message",
+    [
+        ({"name": "accuracy", "options": {"verifier": "magic"}}, "options.verifier", "'auto', 'math' or 'code'"),
+        ({"name": "accuracy", "options": {"workers": "8"}}, "options.workers", "valid integer"),  # strict types
+        ({"name": "accuracy", "options": {"workers": True}}, "options.workers", "valid integer"),
+        ({"name": "language_consistency", "options": {"scop": "reasoning"}}, "options.scop", "unknown field"),
+        ({"name": "length", "options": {"max_tokens": "many"}}, "options.max_tokens", "valid integer"),
+        ({"name": "length", "options": {"max_tokens": 1}}, "options.max_tokens", "greater than or equal to 2"),
+        ({"name": "length", "options": {"max_tokens": 8, "buffer_tokens": 8}}, "options", r"buffer_tokens must be in 1\.\.7"),
+        ({"name": "repetition", "options": {"max_penalty": "high"}}, "options.max_penalty", "a number"),
+        ({"name": "format", "options": {"strict": True}}, "options.strict", "unknown field"),
+        ({"name": "format", "wieght": 2}, "wieght", "unknown field"),
+        ({"name": "accurasy"}, "", "unknown name 'accurasy'"),
+        ({"weight": 1.0}, "name", "Field required"),
+    ],
+)
+def test_a_bad_reward_is_rejected_at_load_naming_the_field(reward, field, message):
+    where = "teacher.grpo.rewards.1" + (f".{field}" if field else "")
+    with pytest.raises(RecipeError, match=rf"{where.replace('.', chr(92) + '.')}: .*{message}"):
+        _rewards({"name": "format"}, reward)
+
+
+def test_rewards_load_typed_and_dump_as_written():
+    acc, length, rep = _rewards({"name": "accuracy", "options": {"verifier": "code"}}, {"name": "length", "weight": 2},
+                                {"name": "repetition", "options": {"max_penalty": 1}})
+    assert (acc.options.verifier, acc.options.workers) == ("code", 8) and length.weight == 2.0
+    assert length.options.max_tokens is None and rep.options.max_penalty == 1
+    assert [r.model_dump()["options"] for r in (acc, length, rep)] == [{"verifier": "code"}, {}, {"max_penalty": 1}]
+    assert bool(acc.options) and not length.options and str(acc.options) == "{'verifier': 'code'}"
     with pytest.raises(RecipeError, match="duplicate reward"):
-        recipe_from_dict({"name": "x", "teacher": {"grpo": {"rewards": [{"name": "format"}, {"name": "format"}]}}})
-    assert set(REWARDS) == {"accuracy", "format", "language_consistency", "length", "repetition"}
+        _rewards({"name": "format"}, {"name": "format"})
+    with pytest.raises(RecipeError, match="at least one reward"):
+        _rewards()
+
+
+def test_every_reward_name_has_one_reward_class():
+    assert tuple(REWARDS) == REWARD_NAMES == ("accuracy", "format", "language_consistency", "length", "repetition")
+    assert all(REWARDS[n].entry.model_fields["name"].default == n for n in REWARD_NAMES)
+
+
+def test_keyword_options_are_validated_like_the_recipe():
+    with pytest.raises(ValueError, match="options.scope"):
+        LanguageConsistency(CHAT, scope="everything")
+    with pytest.raises(ValueError, match="options.verifier"):
+        Accuracy(CHAT, verifier="magic")
+    assert Length(CHAT, max_completion_length=40).buffer == 10  # a quarter of GRPO's limit by default
 
 
 def test_prefill_is_read_from_the_chat_template(tiny_llama):
-    from transformers import AutoTokenizer
-
-    from distill.config.recipe import TemplateConfig
+    from transformers import AutoTokenizer  # heavy: only this test loads a tokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_llama)
     assert template_prefill(tok) == ""
