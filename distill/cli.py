@@ -16,16 +16,30 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
 from pathlib import Path
 
-STAGE_COMMANDS = ("prompts", "teacher", "sample", "verify", "curate", "merge", "sft", "eval", "report")
+from distill.config.base import RecipeError
+from distill.config.recipe import load_recipe, pin_threads
+from distill.config.verify import VerifyConfig
+from distill.core.models import cache_dir, resolve_model
+from distill.core.run import Run
+from distill.core.storage import read_table, write_parquet
+from distill.launch import format_command, launch_command, student_of
+from distill.pipeline import run_pipeline, stage_summary
+from distill.planning.plan import R1_MEAN_COMPLETION, Assumptions, format_plan, plan_recipe
+from distill.publish.hub import PublishError, publish
+from distill.stages import COMMANDS
+from distill.verify.table import verdict_counts, verify_with_config
+from filters.curate import curate_file
+from rl.plan import build_plan, render_plan
+
+STAGE_COMMANDS = COMMANDS  # one per stage of distill/stages.py's table (publish has its own command)
 
 
 def _set_environment() -> None:
     """Defaults that must be in place before torch, vLLM or Prefect are imported."""
-    from distill.core.models import cache_dir
-
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PREFECT_HOME", str(cache_dir() / "prefect"))
@@ -55,7 +69,9 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--input", help="JSONL or parquet of completions (file mode: no recipe needed)")
             sp.add_argument("--output", help="parquet to write, with `correct` and `verify_reason` added")
             sp.add_argument("--verifier", choices=("math", "code", "judge", "math+judge"),
-                            help="default: the recipe's verify.verifier (with --config), else math")
+                            help="one verifier for every row; default: each row by its `task` column (math: the "
+                            "recipe's verify.verifier or math, code: code, general: the judge when --judge-model is "
+                            "set, else unverifiable) and rows without one by the recipe's verify.verifier, else math")
             sp.add_argument("--workers", type=int, help="processes for the rule verifiers (math, code)")
             sp.add_argument("--judge-model", help="judge model for judge and math+judge (verify.judge.model)")
             sp.add_argument("--judge-engine", choices=("vllm", "openai", "transformers"))
@@ -99,8 +115,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(args):
-    from distill.config.recipe import load_recipe, pin_threads
-
     if not args.config:
         raise SystemExit(f"distill {args.command}: --config is required")
     recipe = load_recipe(args.config, args.overrides)
@@ -114,8 +128,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "urllib3"):  # one line per Prefect API call otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from distill.config.recipe import RecipeError
-
     try:
         return _dispatch(args)
     except (RecipeError, FileNotFoundError, ValueError) as e:
@@ -123,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _ray_settings(args):
-    """--ray / --ray-workers as flows.ray_sampling.RaySettings (None: sample on this machine)."""
+def _ray_settings(args) -> dict | None:
+    """--ray / --ray-workers, checked, as the fields of flows.ray_sampling.RaySettings (None: sample on this machine)."""
     address, workers = getattr(args, "ray", None), getattr(args, "ray_workers", None)
     if address is None:
         if workers is not None:
@@ -134,15 +146,10 @@ def _ray_settings(args):
         raise ValueError("--ray runs through Prefect's Ray task runner: drop --no-prefect")
     if workers is not None and workers < 1:
         raise ValueError(f"--ray-workers must be >= 1, got {workers}")
-    from flows.ray_sampling import RaySettings
-
-    return RaySettings(address=None if address == "local" else address, **({"workers": workers} if workers else {}))
+    return {"address": None if address == "local" else address, **({"workers": workers} if workers else {})}
 
 
 def _plan(args) -> int:
-    from distill.planning.plan import R1_MEAN_COMPLETION, Assumptions, format_plan, plan_recipe
-    from distill.config.recipe import load_recipe
-
     recipe = load_recipe(args.config, args.overrides)
     a = Assumptions(
         completion_tokens=args.completion_tokens or min(recipe.sampling.max_tokens, R1_MEAN_COMPLETION),
@@ -156,10 +163,6 @@ def _plan(args) -> int:
 
 
 def _launch(args) -> int:
-    import subprocess
-
-    from distill.launch import format_command, launch_command, student_of
-
     recipe = _load(args)
     cmd = launch_command(
         args.config, recipe, student=args.student, run_dir=args.run_dir, overrides=args.overrides,
@@ -182,14 +185,9 @@ def _dispatch(args) -> int:
     if args.command == "launch":
         return _launch(args)
     if args.command == "prepare-model":
-        from distill.core.models import resolve_model
-
         print(resolve_model(args.model))
         return 0
     if args.command == "publish":
-        from distill.publish.hub import PublishError, publish
-        from distill.config.recipe import load_recipe
-
         run_dir = Path(args.run_dir)
         recipe = load_recipe(args.config or run_dir / "recipe.yaml", args.overrides)
         try:
@@ -202,10 +200,6 @@ def _dispatch(args) -> int:
     if args.command == "verify" and args.input:
         if not args.output:
             raise ValueError("--output is required with --input")
-        from distill.config.recipe import VerifyConfig
-        from distill.core.storage import read_table, write_parquet
-        from distill.verify.verify import verdict_counts, verify_with_config
-
         # the recipe's verify section when --config is given; flags override it
         cfg = _load(args).verify.model_dump() if args.config else {}
         for key, value in {"verifier": args.verifier, "workers": args.workers}.items():
@@ -214,15 +208,14 @@ def _dispatch(args) -> int:
         for key, value in {"model": args.judge_model, "engine": args.judge_engine}.items():
             if value is not None:
                 cfg.setdefault("judge", {})[key] = value
-        df, stats = verify_with_config(read_table(args.input), VerifyConfig.model_validate(cfg))
+        # without --verifier, each row goes to the verifier of its task (a file may mix math and code)
+        df, stats = verify_with_config(read_table(args.input), VerifyConfig.model_validate(cfg), by_task=args.verifier is None)
         write_parquet(df, Path(args.output))
         print(json.dumps({**verdict_counts(df), **stats}, indent=2))
         return 0
     if args.command == "curate" and args.input:
         if not args.output_dir:
             raise ValueError("--output-dir is required with --input")
-        from filters.curate import curate_file
-
         cfg = None
         if args.config:
             cfg = _load(args).curate
@@ -232,22 +225,17 @@ def _dispatch(args) -> int:
 
     recipe = _load(args)
     if args.command == "teacher" and args.plan:
-        from rl.plan import build_plan, render_plan
-
         plan = build_plan(recipe)
         print(render_plan(plan), end="")
         return 2 if plan["errors"] else 0
     only = None if args.command == "run" else args.command
     ray = _ray_settings(args)
     if args.command == "run" and not args.no_prefect:
-        from flows.pipeline import distill_pipeline
+        from flows.pipeline import RaySettings, distill_pipeline  # flows import prefect: slow, only for `distill run`
 
-        summary = distill_pipeline(recipe, run_dir=args.run_dir, only=only, ray=ray)
+        summary = distill_pipeline(recipe, run_dir=args.run_dir, only=only, ray=RaySettings(**ray) if ray is not None else None)
     else:
-        from distill.pipeline import Run, run_pipeline
-
-        run = Run(recipe, args.run_dir)
-        summary = {k: {f: m.get(f) for f in ("rows_in", "rows_out", "seconds", "cached")} for k, m in run_pipeline(run, only=only).items()}
+        summary = stage_summary(run_pipeline(Run(recipe, args.run_dir), only=only))
     print(json.dumps(summary, indent=2))
     run_dir = Path(args.run_dir) if args.run_dir else recipe.resolved_run_dir()
     if (run_dir / "report.md").is_file() and only in (None, "report"):

@@ -10,7 +10,7 @@ accelerate config under configs/accelerate/) and starts this module on every pro
         --machine_rank $MACHINE_RANK --main_process_ip $MAIN_PROCESS_IP --main_process_port 29500
         -m distill.launch --config R --student S [--run-dir D] [key=value ...]
 
-Each process runs the pipeline's own `sft_stage` (same fingerprint, same checkpoints, so a relaunch after
+Each process runs the pipeline's own `sft_stage` (distill/stage_fns.py; same fingerprint, same checkpoints, so a relaunch after
 a kill resumes from the last checkpoint); only the main process prepares the stage directory and writes
 the manifest. The stages before sft (through merge) must have run: `distill merge --config R`.
 """
@@ -23,9 +23,11 @@ import sys
 from functools import cached_property
 from pathlib import Path
 
-from distill.pipeline import Run, sft_stage
-from distill.config.recipe import HardwareConfig, Recipe
+from distill.config.hardware import HardwareConfig
+from distill.config.recipe import Recipe, load_recipe
+from distill.core.run import Run
 from distill.core.storage import read_manifest
+from distill.stage_fns import SUBDIRS, sft_stage
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PORT = 29500
@@ -97,7 +99,7 @@ class DistributedRun(Run):
 
     @cached_property
     def _state(self):
-        from accelerate import PartialState
+        from accelerate import PartialState  # heavy (torch): only inside a launched process
 
         return PartialState()
 
@@ -113,8 +115,6 @@ class DistributedRun(Run):
 
 def run_worker(argv: list[str] | None = None) -> int:
     """What every launched process runs: the sft stage of one student."""
-    from distill.config.recipe import load_recipe
-
     p = argparse.ArgumentParser(prog="python -m distill.launch")
     p.add_argument("--config", required=True)
     p.add_argument("--student", required=True)
@@ -123,9 +123,9 @@ def run_worker(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     recipe = load_recipe(args.config, args.overrides)
     run = DistributedRun(recipe, args.run_dir)
-    merge_m = read_manifest(run.dir / "sft_data")
+    merge_m = read_manifest(run.dir / SUBDIRS["merge"])
     if not merge_m:
-        raise SystemExit(f"distill launch: no finished merge stage in {run.dir / 'sft_data'}: "
+        raise SystemExit(f"distill launch: no finished merge stage in {run.dir / SUBDIRS['merge']}: "
                          f"run `distill merge --config {args.config}` first")
     m = sft_stage(run, merge_m, student_of(recipe, args.student).name)
     if run.is_main_process():

@@ -24,9 +24,11 @@ from typing import Callable
 
 import polars as pl
 
-from distill.pipeline import Run, _direct, run_pipeline
 from distill.config.recipe import Recipe
+from distill.core.run import Run, call_directly
 from distill.core.storage import file_sha256, write_parquet
+from distill.pipeline import run_pipeline
+from distill.stage_fns import SUBDIRS
 
 LEDGER = "rounds.jsonl"
 
@@ -77,7 +79,7 @@ def _append(dataset_dir: Path, index: int, kept: pl.DataFrame, info: dict) -> di
     return line
 
 
-def run_round(recipe: Recipe, dataset_dir: str | Path, run_root: str | Path | None = None, call: Callable[..., dict] = _direct) -> dict:
+def run_round(recipe: Recipe, dataset_dir: str | Path, run_root: str | Path | None = None, call: Callable[..., dict] = call_directly) -> dict:
     """One round: teacher (once), then prompts → sample → verify → curate → select for the next round
     number, appended to `dataset_dir`. `call` runs a stage (Prefect subflows in flows/rounds.py)."""
     dataset_dir = Path(dataset_dir).resolve()
@@ -88,7 +90,7 @@ def run_round(recipe: Recipe, dataset_dir: str | Path, run_root: str | Path | No
     this = round_recipe(recipe, index, base["teacher"]["model"])
     run = Run(this, root / f"round-{index:05d}")
     m = run_pipeline(run, only="select", call=call)
-    kept = pl.read_parquet(run.dir / "selected" / "kept.parquet")
+    kept = pl.read_parquet(run.dir / SUBDIRS["select"] / "kept.parquet")
     info = {"prompts_seed": this.prompts.seed, "sampling_seed": this.sampling.seed, "recipe": recipe.name,
             "recipe_hash": recipe.recipe_hash(), "teacher": base["teacher"]["model"], "run_dir": str(run.dir),
             "samples": m["sample"]["rows_out"], "accepted": kept.height}

@@ -1,6 +1,6 @@
-"""The pipeline flow: composes the stage flows of `flows/stages.py` in `distill.pipeline`'s order.
+"""The pipeline flow: composes the stage flows of `flows/stages.py` in the order of distill/stages.py's table.
 
-No logic lives here: `run_pipeline` decides the order and what each stage reads; this module only runs
+No logic lives here: `run_pipeline` walks the table and decides what each stage reads; this module only runs
 each stage as its own subflow, keeps a progress artifact up to date and publishes the run's report and
 funnel. Deployments (prefect.yaml) use `distill_from_config`, which takes a recipe file, so that a
 schedule names a file in the repository rather than a frozen copy of its settings.
@@ -11,40 +11,30 @@ the cluster's workers (flows/ray_sampling.py); every other stage runs where the 
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 
-from distill.pipeline import STAGES, Run, run_pipeline
-from distill.config.recipe import Recipe
+from distill.config.recipe import Recipe, load_recipe, pin_threads
+from distill.core.run import Run
+from distill.pipeline import run_pipeline, stage_summary
+from distill.rounds import run_round
+from distill.stages import check_only, planned_stages
 from flows.ray_sampling import RaySettings
 from flows.stages import artifact_key, base_stage, funnel_rows, stage_flow_for
-
-
-def planned_stages(recipe: Recipe, only: str | None) -> list[str]:
-    """The stage flows a run will call, in order (the progress artifact's denominator)."""
-    names: list[str] = []
-    for s in STAGES:
-        if s == "sft":
-            names += [f"sft:{st.name}" for st in recipe.students]
-        elif not (s == "eval" and not recipe.eval.enabled) and not (s == "publish" and not recipe.publish.enabled):
-            names.append(s)
-        if s == only:
-            break
-    return names
 
 
 def call_stage_flow(name: str, fn, run: Run, *args, ray: RaySettings | None = None) -> dict:
     """`run_pipeline`'s `call`: the stage as its own subflow run, named after the stage."""
     extra = {"ray": ray} if ray is not None and base_stage(name) == "sample" else {}  # only sampling goes to the cluster
-    return stage_flow_for(name, fn).with_options(flow_run_name=name)(recipe=run.recipe, run_dir=str(run.dir), inputs=list(args), **extra)
+    return stage_flow_for(name).with_options(flow_run_name=name)(recipe=run.recipe, run_dir=str(run.dir), inputs=list(args), **extra)
 
 
 def compose(recipe: Recipe, run_dir: str | None = None, only: str | None = None, ray: RaySettings | None = None) -> dict:
     """Run every stage as a subflow of the current flow; return each stage's summary."""
-    if only is not None and only not in STAGES:
-        raise ValueError(f"unknown stage {only!r} (stages: {', '.join(STAGES)})")
+    check_only(only)
     run = Run(recipe, run_dir)
     key = artifact_key(recipe.name)
     planned = planned_stages(recipe, only)
@@ -59,7 +49,7 @@ def compose(recipe: Recipe, run_dir: str | None = None, only: str | None = None,
 
     manifests = run_pipeline(run, only=only, call=call)
     update_progress_artifact(progress, 100.0)
-    summary = {name: {k: m.get(k) for k in ("rows_in", "rows_out", "seconds", "cached")} for name, m in manifests.items()}
+    summary = stage_summary(manifests)
     create_table_artifact([{"stage": n, **s} for n, s in summary.items()], key=f"{key}-stages", description="rows and seconds per stage")
     funnel = manifests.get("curate", {}).get("funnel")
     if funnel:
@@ -80,8 +70,6 @@ def distill_pipeline(recipe: Recipe, run_dir: str | None = None, only: str | Non
 def distill_from_config(config: str, overrides: list[str] | None = None, run_dir: str | None = None, only: str | None = None,
                         ray: RaySettings | None = None) -> dict:
     """The pipeline for a recipe file (relative paths: from the deployment's working directory)."""
-    from distill.config.recipe import load_recipe, pin_threads
-
     recipe = load_recipe(config, overrides or [])
     pin_threads(recipe)
     return compose(recipe, run_dir, only, ray)
@@ -91,11 +79,6 @@ def distill_from_config(config: str, overrides: list[str] | None = None, run_dir
 def sampling_round(config: str, dataset_dir: str, overrides: list[str] | None = None, run_root: str | None = None,
                    ray: RaySettings | None = None) -> dict:
     """One sampling round appended to a dataset (distill/rounds.py); the nightly deployment runs this."""
-    from functools import partial
-
-    from distill.config.recipe import load_recipe, pin_threads
-    from distill.rounds import run_round
-
     recipe = load_recipe(config, overrides or [])
     pin_threads(recipe)
     line = run_round(recipe, dataset_dir, run_root, call=partial(call_stage_flow, ray=ray))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -24,8 +25,11 @@ from typing import Any, Callable
 import polars as pl
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from prefect.settings import PREFECT_API_URL
 from pydantic import BaseModel, ConfigDict, Field
 
+from distill.generation.sample import generate_traces
 from flows.retry import RETRY_DELAYS, retry_on_transient
 
 log = logging.getLogger(__name__)
@@ -49,7 +53,7 @@ class RaySettings(BaseModel):
     object_store_mb: int = Field(256, ge=64)  # a local instance's object store: shards travel as files, not objects
 
     def task_runner(self):
-        from prefect_ray import RayTaskRunner
+        from prefect_ray import RayTaskRunner  # optional (imports ray): only when sampling goes to Ray
 
         env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
         # workers import `distill` and `flows` from this checkout (a shared filesystem on a cluster)
@@ -67,9 +71,6 @@ class RaySettings(BaseModel):
 
 def prefect_api_url() -> str | None:
     """The API this process talks to: PREFECT_API_URL, or the temporary local server of this flow run."""
-    from prefect.context import FlowRunContext
-    from prefect.settings import PREFECT_API_URL
-
     if PREFECT_API_URL.value():
         return PREFECT_API_URL.value()
     ctx = FlowRunContext.get()
@@ -94,23 +95,19 @@ def _bind_cpus(rank: int, cpus_per_worker: float) -> None:
 def sample_shards(rank: int, world_size: int, prompts: pl.DataFrame, out_dir: str, engine_factory: Callable, kwargs: dict,
                   cpus_per_worker: float = 1) -> dict:
     """One Ray worker: its own engine, the shards rank, rank + world_size, ... (resumable like any pass)."""
-    import torch
-
-    from distill.generation.sample import generate_traces
+    import torch  # heavy: only in a Ray worker, to see whether it has a GPU
 
     if not torch.cuda.is_available():
         _bind_cpus(rank, cpus_per_worker)
     t0 = time.perf_counter()
     stats = generate_traces(prompts, Path(out_dir), engine_factory=engine_factory, rank=rank, world_size=world_size, **kwargs)
     stats.pop("files", None)
-    import socket
-
     return stats | {"rank": rank, "host": socket.gethostname(), "pid": os.getpid(), "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def _map_shards(settings: RaySettings, gpus: float, prompts: pl.DataFrame, out_dir: str, engine_factory: Callable, kwargs: dict) -> list[dict]:
     """The workers, one Prefect task each on Ray; a worker that fails is reported, not raised."""
-    from prefect_ray.context import remote_options
+    from prefect_ray.context import remote_options  # optional (imports ray): only when sampling goes to Ray
 
     w = settings.workers
     with remote_options(num_cpus=settings.cpus_per_worker, num_gpus=gpus):
@@ -130,7 +127,7 @@ def _map_shards(settings: RaySettings, gpus: float, prompts: pl.DataFrame, out_d
 
 
 class RaySampler:
-    """A sampling pass over Ray, for `distill.pipeline.Run.sampler`. Each pass is a flow of its own
+    """A sampling pass over Ray, for `distill.core.run.Run.sampler`. Each pass is a flow of its own
     (`distill-sample-ray`) on a RayTaskRunner; Ray is started (or joined) once, on the first pass, and left
     by `close()`, so adaptive rounds do not pay for a Ray start each."""
 
@@ -140,7 +137,7 @@ class RaySampler:
         self._owns_ray = False
 
     def _start(self) -> None:
-        import ray
+        import ray  # optional and slow: only when sampling goes to Ray
 
         if not ray.is_initialized():
             if self.settings.address is None:
@@ -153,7 +150,7 @@ class RaySampler:
             log.info("Ray: %d nodes, resources %s", len([n for n in ray.nodes() if n.get("alive")]), ray.cluster_resources())
 
     def close(self) -> None:
-        import ray
+        import ray  # optional and slow: only when sampling goes to Ray
 
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
@@ -162,13 +159,11 @@ class RaySampler:
     def _gpus(self) -> float:
         if self.settings.gpus_per_worker is not None:
             return self.settings.gpus_per_worker
-        import ray
+        import ray  # optional and slow: only when sampling goes to Ray
 
         return float(self.devices_per_engine) if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
     def __call__(self, prompts: pl.DataFrame, out_dir: Path, *, engine_factory: Callable, **kwargs) -> dict:
-        from distill.generation.sample import generate_traces
-
         self._start()
         w = self.settings.workers
         # the RayTaskRunner finds Ray running and joins it (it only shuts down an instance it started)

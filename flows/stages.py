@@ -1,8 +1,8 @@
-"""One Prefect flow per pipeline stage: `distill.pipeline`'s stage function as a retried task inside it.
+"""One Prefect flow per stage of distill/stages.py's table: the stage function as a retried task inside it.
 
 A stage flow is what the UI shows as one box of the pipeline (its own flow run, logs, artifacts), and
 each one can also be deployed and run on its own. No logic lives here: reuse is decided by the run
-directory's manifests (`distill.pipeline.Run.stage`), so it survives a lost Prefect database too.
+directory's manifests (`distill.core.run.Run.stage`), so it survives a lost Prefect database too.
 
 Prefect adds:
 - retries with backoff (10, 20, 40 s) on transient failures only: a dropped connection, a timeout, an
@@ -25,11 +25,13 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 
-from distill import pipeline as P
 from distill.config.recipe import Recipe
+from distill.core.run import Run
 from distill.engines.factory import devices_per_engine, gpus_for
+from distill.stages import BY_NAME, STAGES, stage_of
 from flows.ray_sampling import RaySampler, RaySettings
 from flows.retry import RETRY_DELAYS, retry_on_transient
+
 
 def stage_task(name: str, fn: Callable[..., dict]):
     """A stage function as a Prefect task: no Prefect result caching (the manifests decide reuse, and
@@ -104,7 +106,7 @@ def stage_artifacts(recipe: Recipe, stage: str, m: dict) -> None:
 
 
 def base_stage(name: str) -> str:
-    return name.split(":", 1)[0]  # sft:<student> -> sft
+    return stage_of(name).name  # sft:<student> -> sft
 
 
 def make_stage_flow(stage: str, fn: Callable[..., dict]):
@@ -112,25 +114,23 @@ def make_stage_flow(stage: str, fn: Callable[..., dict]):
     the_task = stage_task(stage, fn)
 
     def body(recipe: Recipe, run_dir: str, inputs: list[Any] | None = None) -> dict:
-        run = P.Run(recipe, run_dir)
+        run = Run(recipe, run_dir)
         return run_stage(run, stage, the_task, list(inputs or []))
 
     body.__doc__ = (fn.__doc__ or f"The `{stage}` stage.").strip().split("\n")[0]
     return flow(body, name=f"distill-{stage}", persist_result=False, log_prints=True)
 
 
-def run_stage(run: "P.Run", stage: str, the_task, inputs: list[Any]) -> dict:
+def run_stage(run: Run, stage: str, the_task, inputs: list[Any]) -> dict:
     """Inside a stage flow: take the GPU slots, run the task, publish the artifacts."""
-    label = stage if stage != "sft" else f"sft:{inputs[-1]}"
+    label = f"{stage}:{inputs[-1]}" if BY_NAME[stage].per_student else stage  # a per-student stage's last input: the student
     with gpu_slots(stage_gpus(stage, run.recipe)):
         m = the_task.with_options(name=label)(run, *inputs)
     stage_artifacts(run.recipe, label, m)
     return m
 
 
-prompts_flow = make_stage_flow("prompts", P.prompts_stage)
-teacher_flow = make_stage_flow("teacher", P.teacher_stage)
-_sample_task = stage_task("sample", P.sample_stage)
+_sample_task = stage_task("sample", BY_NAME["sample"].fn)
 
 
 @flow(name="distill-sample", persist_result=False, log_prints=True)
@@ -140,29 +140,16 @@ def sample_flow(recipe: Recipe, run_dir: str, inputs: list[Any] | None = None, r
     if ray is not None:
         sampler = RaySampler(ray, devices_per_engine=devices_per_engine(recipe.sampling.vllm))
     try:
-        return run_stage(P.Run(recipe, run_dir, sampler=sampler), "sample", _sample_task, list(inputs or []))
+        return run_stage(Run(recipe, run_dir, sampler=sampler), "sample", _sample_task, list(inputs or []))
     finally:
         if sampler is not None:
             sampler.close()
 
-verify_flow = make_stage_flow("verify", P.verify_stage)
-curate_flow = make_stage_flow("curate", P.curate_stage)
-select_flow = make_stage_flow("select", P.select_stage)
-merge_flow = make_stage_flow("merge", P.merge_stage)
-sft_flow = make_stage_flow("sft", P.sft_stage)
-eval_flow = make_stage_flow("eval", P.eval_stage)
-report_flow = make_stage_flow("report", P.report_stage)
 
-STAGE_FLOWS = {
-    "prompts": prompts_flow, "teacher": teacher_flow, "sample": sample_flow, "verify": verify_flow,
-    "curate": curate_flow, "select": select_flow, "merge": merge_flow, "sft": sft_flow, "eval": eval_flow,
-    "report": report_flow,
-}
+# one flow per stage of the table, in its order; sampling's own (above) can map its shards over Ray
+STAGE_FLOWS = {st.name: sample_flow if st.name == "sample" else make_stage_flow(st.name, st.fn) for st in STAGES}
 
 
-def stage_flow_for(name: str, fn: Callable[..., dict]):
-    """The flow of a stage `run_pipeline` calls; a stage added to the pipeline later gets one made here."""
-    stage = base_stage(name)
-    if stage not in STAGE_FLOWS:
-        STAGE_FLOWS[stage] = make_stage_flow(stage, fn)
-    return STAGE_FLOWS[stage]
+def stage_flow_for(label: str):
+    """The flow of a stage call `run_pipeline` makes (sft:<student> -> the sft flow)."""
+    return STAGE_FLOWS[base_stage(label)]

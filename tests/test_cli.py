@@ -4,9 +4,14 @@ import json
 
 import polars as pl
 
-from distill.cli import main
-from distill.pipeline import Run, run_pipeline
+import subprocess
+import sys
+
+from distill.cli import STAGE_COMMANDS, main
 from distill.config.recipe import recipe_from_dict
+from distill.core.run import Run
+from distill.pipeline import run_pipeline
+from distill.stages import STAGE_NAMES
 
 TRACES = [
     {"id": "a", "prompt": "What is 2 + 3?", "completion": "<think>\n2 + 3 = 5\n</think>\n\\boxed{5}", "answer": "5", "extra": 1, "finish_reason": "stop"},
@@ -56,4 +61,13 @@ def test_existing_model_as_teacher(tmp_path, tiny_llama):
     recipe = recipe_from_dict({"name": "t", "run_dir": str(tmp_path), "teacher": {"enabled": False, "model": str(tiny_llama)}})
     m = run_pipeline(Run(recipe), only="teacher")
     assert m["teacher"]["model"] == str(tiny_llama) and m["teacher"]["trained"] is False
+    assert m["teacher"]["settings"]["model"] == str(tiny_llama)  # the manifest records what the stage ran with
     assert not (tmp_path / "teacher" / "model").exists()
+
+
+def test_stage_commands_come_from_the_stage_table_and_help_loads_no_model_library():
+    assert STAGE_COMMANDS == tuple(s for s in STAGE_NAMES if s != "publish")  # `distill publish` takes a run directory
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "distill.cli", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "select" in out.stdout
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert not imported & {"torch", "vllm", "trl", "transformers", "prefect", "huggingface_hub"}

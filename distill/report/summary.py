@@ -1,4 +1,8 @@
-"""`report.json` (the contract other tools read) and a short markdown summary, from the stage manifests."""
+"""`report.json` (the contract other tools read) and a short markdown summary, from the stage manifests.
+
+What each stage ran with (its manifest's `settings`: sampling parameters, engines and their library
+versions, ...) is copied into report.json's `settings`, by stage label: the Hub cards read it there.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from distill.core.storage import read_json, write_json
+from distill.report.html import write_html
 
 
 def generation_accounting(run, manifests: dict[str, dict]) -> dict:
@@ -42,9 +47,11 @@ def build_report(run, manifests: dict[str, dict]) -> dict:
     funnel = manifests.get("curate", {}).get("funnel", {})
     teacher_metrics = read_json(run.dir / "teacher" / "metrics.json") or {}
     grpo = teacher_metrics.get("grpo", {})
+    teacher_m = manifests.get("teacher", {})
     teacher = {
-        "trained": manifests.get("teacher", {}).get("trained", False),
-        "base_model": recipe.teacher.model,
+        "trained": teacher_m.get("trained", False),
+        # the manifest's record (a run from before manifests kept settings: the recipe's)
+        "base_model": teacher_m.get("settings", {}).get("model", recipe.teacher.model),
         "reward_curve": grpo.get("reward_curve", []),
         "reward_curves": grpo.get("reward_curves", {}),
         "completion_length_curve": grpo.get("completion_length_curve", []),
@@ -73,6 +80,7 @@ def build_report(run, manifests: dict[str, dict]) -> dict:
         "eval_manifest": ev.get("eval_manifest", {}),
         "eval_delta": ev.get("delta", {}),  # student -> benchmark -> after - before, paired 95% CI
         "teacher_rl_delta": ev.get("teacher_delta", {}),  # benchmark -> teacher after GRPO - before
+        "settings": {name: m["settings"] for name, m in manifests.items() if m.get("settings")},  # what each stage ran with
     }
 
 
@@ -194,8 +202,6 @@ def write_report(run, manifests: dict[str, dict]) -> dict:
     report = build_report(run, manifests)
     write_json(Path(run.dir) / "report.json", report)
     (Path(run.dir) / "report.md").write_text(render_markdown(report))
-    from distill.report.html import write_html
-
     write_html(Path(run.dir), report)
     # the resolved recipe beside its outputs: `distill publish RUN_DIR` builds the cards from it
     (Path(run.dir) / "recipe.yaml").write_text(yaml.safe_dump(run.recipe.model_dump(mode="json"), sort_keys=False))

@@ -1,0 +1,96 @@
+"""A run directory and the reuse of its stages: `Run.stage` runs a stage's body unless a manifest with the
+same fingerprint is there, and writes the manifest when it finishes.
+
+A stage's fingerprint is a hash of its settings and its inputs' fingerprints, so a rerun skips finished
+stages, and a changed setting reruns that stage and everything downstream of it, nothing upstream. The
+stages themselves are in distill/stage_fns.py, their order in distill/stages.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+from distill.core.storage import fingerprint, is_done, read_json, write_json, write_manifest
+
+log = logging.getLogger(__name__)
+
+STARTED = "_started.json"
+
+
+class Run:
+    """A recipe (distill.config.recipe.Recipe) and the directory its stages write into."""
+
+    def __init__(self, recipe, run_dir: str | Path | None = None, sampler: Callable[..., dict] | None = None):
+        self.recipe = recipe
+        # one sampling pass in place of this machine's workers, same signature as sample.generate_traces
+        # less `rank`/`world_size` (flows/ray_sampling.py maps the shards over a Ray cluster)
+        self.sampler = sampler
+        # absolute, so manifests and Prefect results name the same files from any working directory
+        self.dir = (Path(run_dir) if run_dir else recipe.resolved_run_dir()).resolve()
+
+    # One process runs a stage here. DistributedRun (distill/launch.py) runs its body on every process
+    # of an `accelerate launch` and overrides these three: only the main one touches the stage directory.
+    def is_main_process(self) -> bool:
+        return True
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+    def manifest_extras(self) -> dict[str, Any]:
+        return {}
+
+    def stage(self, name: str, subdir: str, settings: Any, inputs: list[dict], body: Callable[[Path], dict]) -> dict:
+        """Run `body(stage_dir)` unless a manifest with the same fingerprint exists; write the manifest."""
+        stage_dir = self.dir / subdir
+        fp = fingerprint(name, settings, [m["fingerprint"] for m in inputs])
+        done = is_done(stage_dir, fp)
+        if done:
+            log.info("stage %s: reusing %s (fingerprint %s)", name, stage_dir, fp)
+            return {**done, "cached": True}
+        if self.is_main_process():
+            started = read_json(stage_dir / STARTED)
+            if started and started.get("fingerprint") != fp:
+                # partial or finished work for other settings: it no longer describes this recipe
+                log.info("stage %s: settings changed, clearing %s", name, stage_dir)
+                shutil.rmtree(stage_dir)
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            write_json(stage_dir / STARTED, {"fingerprint": fp})
+        self.wait_for_everyone()
+        log.info("stage %s: running into %s", name, stage_dir)
+        t0 = time.perf_counter()
+        info = body(stage_dir)
+        seconds = round(time.perf_counter() - t0, 1)
+        manifest = {"fingerprint": fp, **info}
+        if self.is_main_process():
+            manifest = write_manifest(stage_dir, fp, stage=name, seconds=seconds, **self.manifest_extras(), **info)
+        self.wait_for_everyone()
+        return {**manifest, "cached": False}
+
+
+def model_label(kind: str, manifest: dict) -> str:
+    """A label that changes whenever the model's producing stage does (sample ids depend on it)."""
+    return f"{kind}@{manifest['fingerprint']}"
+
+
+Call = Callable[..., dict]
+
+
+def call_directly(name: str, fn: Callable[..., dict], *args) -> dict:
+    """The pipeline's `call` in one process: `fn(*args)` (flows/ runs each stage as a Prefect task instead)."""
+    return fn(*args)
+
+
+def installed_versions(*dists: str) -> dict[str, str]:
+    """Installed versions of these distributions (those not installed left out), for manifests and cards."""
+    out = {}
+    for name in dists:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
