@@ -1,6 +1,6 @@
 from distill.generation import demo_task
 from distill.core.schema import format_ok
-from distill.verify.verify import verify_math
+from distill.verify.math import verify_math
 
 
 def test_prompts_are_deterministic_and_disjoint():

@@ -5,8 +5,9 @@ import pytest
 
 from distill.verify.answers import extract_choice, extract_json_answer, gold_letter, render_prompt
 from distill.evaluate.evaluate import evaluate_all, load_benchmark, mean_ci, paired_delta, score_samples, t_quantile
-from distill.config.recipe import EvalBenchmark, EvalConfig, recipe_from_dict
-from distill.verify.verify import get_verifier
+from distill.config.eval import EvalBenchmark, EvalConfig
+from distill.config.recipe import recipe_from_dict
+from distill.verify.registry import get_verifier
 
 
 def test_pass_at_1_and_cons_at_k():
@@ -118,7 +119,7 @@ def test_evaluate_all_writes_manifest_results_and_deltas(tiny_llama, tiny_qwen2,
     """Two real models on held-out prompts and a local benchmark with the transformers engine."""
     from functools import partial
 
-    from distill.engines.engines import make_engine
+    from distill.engines.factory import make_engine
 
     heldout = pl.DataFrame({"prompt_id": ["p1", "p2", "p3"], "prompt": ["What is 1 + 1?", "What is 2 + 5?", "What is 3 + 3?"],
                             "answer": ["2", "7", "6"]})

@@ -4,7 +4,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from distill.training.lint import TemplateLintError, lint_rows, tokenize_like_trl
-from distill.config.recipe import LoraConfig
+from distill.config.hardware import LoraConfig
 from distill.training.sft import build_sft_trainer
 from tiny_models import CHAT_TEMPLATE
 

@@ -7,7 +7,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from distill.mix.merge import build_sft_set, merge, mix_by_tokens, write_hf_dataset
-from distill.config.recipe import IdentityConfig, KindWeights, MergeConfig, MergeSource, MixWeights, SourceFields, recipe_from_dict
+from distill.config.merge import IdentityConfig, KindWeights, MergeConfig, MergeSource, MixWeights, SourceFields
+from distill.config.recipe import recipe_from_dict
 
 KEPT = pl.DataFrame(
     {

@@ -10,7 +10,7 @@ import pytest
 from distill.engines.base import Completion, Result, SamplingParams
 from distill.engines.transformers import TransformersEngine
 from distill.generation.prompts import PROMPT_SCHEMA
-from distill.config.recipe import AdaptiveConfig, CostConfig
+from distill.config.sampling import AdaptiveConfig, CostConfig
 from distill.generation.rejection import adaptive_plan, pass_rates, select_per_prompt, unsolved_prompts
 from distill.generation.ledger import accounting, ledger_totals, read_ledger
 from distill.generation.adaptive import generate_adaptive

@@ -3,7 +3,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from distill.config.recipe import LoraConfig
+from distill.config.hardware import LoraConfig
 from distill.training.sft import TemplateLintError, build_sft_trainer, lint_template, train_sft
 
 ROWS = [

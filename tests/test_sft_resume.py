@@ -15,7 +15,7 @@ from distill.training.sft import last_checkpoint
 WORKER = """
 import json, sys
 from pathlib import Path
-from distill.config.recipe import LoraConfig
+from distill.config.hardware import LoraConfig
 from distill.training.sft import train_sft
 rows = [{"prompt": [{"role": "user", "content": f"What is {i} + 2?"}],
          "completion": [{"role": "assistant", "content": f"<think>\\n{i} + 2 = {i + 2}\\n</think>\\nThe answer is \\\\boxed{{{i + 2}}}."}]}

@@ -16,7 +16,9 @@ from safetensors.torch import load_file
 
 from distill.cli import main as cli_main
 from distill.generation.prompts import load_prompts
-from distill.config.recipe import PromptsConfig, TeacherConfig, load_recipe
+from distill.config.prompts import PromptsConfig
+from distill.config.teacher import TeacherConfig
+from distill.config.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_TEACHER_RECIPES = ["r1-zero-qwen2.5-math-7b", "r1-zero-qwen2.5-32b", "r1-qwen2.5-math-7b", "r1-qwen2.5-32b"]
