@@ -58,7 +58,8 @@ def round_recipe(recipe: Recipe, index: int, teacher_model: str) -> Recipe:
     return Recipe.model_validate(data)
 
 
-def _append(dataset_dir: Path, index: int, kept: pl.DataFrame, info: dict) -> dict:
+def append_round(dataset_dir: Path, index: int, kept: pl.DataFrame, info: dict) -> dict:
+    """Commit round `index`: its rows not already in the dataset (by id) as a parquet, then its ledger line."""
     data = dataset_dir / "data"
     data.mkdir(parents=True, exist_ok=True)
     earlier = sorted(p for p in data.glob("round-*.parquet") if p.name != f"round-{index:05d}.parquet")
@@ -94,7 +95,7 @@ def run_round(recipe: Recipe, dataset_dir: str | Path, run_root: str | Path | No
     info = {"prompts_seed": this.prompts.seed, "sampling_seed": this.sampling.seed, "recipe": recipe.name,
             "recipe_hash": recipe.recipe_hash(), "teacher": base["teacher"]["model"], "run_dir": str(run.dir),
             "samples": m["sample"]["rows_out"], "accepted": kept.height}
-    return _append(dataset_dir, index, kept, info)
+    return append_round(dataset_dir, index, kept, info)
 
 
 def dataset_rows(dataset_dir: str | Path) -> pl.DataFrame:

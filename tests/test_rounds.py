@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from distill.config.recipe import recipe_from_dict
-from distill.rounds import LEDGER, _append, committed_rounds, dataset_rows, round_recipe, run_round
+from distill.rounds import LEDGER, append_round, committed_rounds, dataset_rows, round_recipe, run_round
 
 
 def test_round_recipe_moves_seeds_and_freezes_the_teacher():
@@ -22,8 +22,8 @@ def test_round_recipe_moves_seeds_and_freezes_the_teacher():
 def test_append_skips_rows_already_in_the_dataset_and_commits_with_a_ledger_line(tmp_path):
     a = pl.DataFrame({"id": ["a", "b"], "completion": ["1", "2"]})
     b = pl.DataFrame({"id": ["b", "c"], "completion": ["2", "3"]})
-    first = _append(tmp_path, 0, a, {})
-    second = _append(tmp_path, 1, b, {})
+    first = append_round(tmp_path, 0, a, {})
+    second = append_round(tmp_path, 1, b, {})
     assert (first["rows"], second["rows"], second["duplicates_skipped"]) == (2, 1, 1)
     assert [r["round"] for r in committed_rounds(tmp_path)] == [0, 1]
     assert sorted(dataset_rows(tmp_path)["id"]) == ["a", "b", "c"]
