@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 from huggingface_hub import DatasetCard, ModelCard
 
-from distill.publish.cards import NOT_RECORDED, model_card, provenance_sections
+from distill.publish.cards import NOT_RECORDED, model_card, provenance_sections, source_licences
 from distill.publish.hub import PLAN, PublishError, publish, repo_ids
 from distill.config.base import RecipeError
 from distill.config.recipe import load_recipe, recipe_from_dict
@@ -41,6 +41,12 @@ def test_public_push_refused_while_a_source_licence_is_unknown(tmp_path):
     r = recipe_from_dict({"name": "x", "teacher": {"model": "someone/unknown-model"}, "publish": {"private": False}})
     with pytest.raises(PublishError, match="teacher model: someone/unknown-model"):
         publish(tmp_path, r, dry_run=True, out=tmp_path / "out")
+
+
+def test_the_bundled_non_reasoning_file_has_a_known_licence():
+    path = str(REPO / "data" / "non_reasoning.jsonl")
+    r = recipe_from_dict({"name": "x", "merge": {"non_reasoning": [{"path": path}]}})
+    assert source_licences(r)[f"non-reasoning data: {path}"] == "apache-2.0"
 
 
 def test_cards_say_what_ran_from_the_manifests_not_the_recipe():

@@ -25,7 +25,7 @@ from distill.core.run import installed_versions
 KNOWN_MODELS = {EMBEDDED_MODEL: ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")}
 # Sources that ship with this repository (Apache-2.0, like the code): generated prompts and bundled files.
 BUNDLED_LICENCES = {"demo_arithmetic": "apache-2.0", "self_cognition": "apache-2.0"}
-BUNDLED_FILES = {(Path(__file__).resolve().parents[1] / "data" / "non_reasoning.jsonl"): "apache-2.0"}
+BUNDLED_FILES = {(Path(__file__).resolve().parents[2] / "data" / "non_reasoning.jsonl"): "apache-2.0"}  # the repository's data/
 
 
 def _bundled(name: str) -> str | None:
