@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from distill.config.recipe import Recipe
+from distill.engines.factory import gpus_for
 from distill.publish.hub import publish_stage
 from distill.report.summary import write_report
 from distill.stage_fns import (SUBDIRS, curate_stage, eval_stage, merge_stage, prompts_stage, sample_stage, select_stage,
@@ -27,6 +28,10 @@ def always(recipe: Recipe) -> bool:
     return True
 
 
+def no_gpus(recipe: Recipe) -> int:
+    return 0
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -36,6 +41,7 @@ class Stage:
     enabled: Callable[[Recipe], bool] = always
     per_student: bool = False
     command: bool = True  # a `distill <name>` command runs the pipeline up to it
+    gpus: Callable[[Recipe], int] = no_gpus  # accelerators it holds while it runs (Prefect's `gpu` concurrency slots)
 
     def labels(self, recipe: Recipe) -> list[str]:
         """What the stage is called in manifests, reports and Prefect: `sft:<student>` per student."""
@@ -44,14 +50,14 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("prompts", prompts_stage, (), SUBDIRS["prompts"]),
-    Stage("teacher", teacher_stage, ("prompts",), SUBDIRS["teacher"]),
-    Stage("sample", sample_stage, ("prompts", "teacher"), SUBDIRS["sample"]),
+    Stage("teacher", teacher_stage, ("prompts",), SUBDIRS["teacher"], gpus=lambda r: 1 if r.teacher.enabled else 0),
+    Stage("sample", sample_stage, ("prompts", "teacher"), SUBDIRS["sample"], gpus=lambda r: gpus_for(r.sampling, data_parallel=True)),
     Stage("verify", verify_stage, ("sample",), SUBDIRS["verify"]),
     Stage("curate", curate_stage, ("verify",), SUBDIRS["curate"]),
     Stage("select", select_stage, ("verify", "curate"), SUBDIRS["select"]),
     Stage("merge", merge_stage, ("select",), SUBDIRS["merge"]),
-    Stage("sft", sft_stage, ("merge",), SUBDIRS["sft"], per_student=True),
-    Stage("eval", eval_stage, ("prompts", "teacher", "sft"), SUBDIRS["eval"], enabled=lambda r: r.eval.enabled),
+    Stage("sft", sft_stage, ("merge",), SUBDIRS["sft"], per_student=True, gpus=lambda r: 1),
+    Stage("eval", eval_stage, ("prompts", "teacher", "sft"), SUBDIRS["eval"], enabled=lambda r: r.eval.enabled, gpus=lambda r: gpus_for(r.eval)),
     Stage("report", write_report, (ALL,)),
     # `distill publish RUN_DIR` publishes a finished run (its own command, other arguments)
     Stage("publish", publish_stage, (ALL,), enabled=lambda r: r.publish.enabled, command=False),

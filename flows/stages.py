@@ -27,7 +27,7 @@ from prefect.concurrency.sync import concurrency
 
 from distill.config.recipe import Recipe
 from distill.core.run import Run
-from distill.engines.factory import devices_per_engine, gpus_for
+from distill.engines.factory import devices_per_engine
 from distill.stages import BY_NAME, STAGES, stage_of
 from flows.ray_sampling import RaySampler, RaySettings
 from flows.retry import RETRY_DELAYS, retry_on_transient
@@ -50,16 +50,8 @@ def gpu_limit_name() -> str:
 
 
 def stage_gpus(stage: str, recipe: Recipe) -> int:
-    """Accelerators a stage holds while it runs on this recipe (0: none, no slot taken)."""
-    if stage == "teacher":
-        return 1 if recipe.teacher.enabled else 0
-    if stage == "sample":
-        return gpus_for(recipe.sampling, data_parallel=True)
-    if stage == "sft":
-        return 1
-    if stage == "eval":
-        return gpus_for(recipe.eval)
-    return 0
+    """Accelerators a stage holds while it runs on this recipe (0: none, no slot taken): the table's `gpus`."""
+    return BY_NAME[stage].gpus(recipe)
 
 
 def gpu_slots(n: int):
