@@ -298,7 +298,7 @@ def generate(rows: int, out: Path, seed: int = 0, processes: int = 2) -> Path:
 
 def _child(data: str, out: str, workers: str, batch_rows: int) -> None:
     """Runs in the measured child process."""
-    from distill.config.recipe import CurateConfig
+    from distill.config.curate import CurateConfig
     from filters.curate import curate_file
 
     cfg = CurateConfig(decontam={"benchmarks": [{"name": "synthetic-bench", "path": str(Path(data) / "benchmark.jsonl"), "kind": "file"}]})
@@ -383,14 +383,14 @@ def detection_table(out: Path) -> str:
 def lid_report() -> None:
     """Function-word profile vs langdetect on tests/data/curation/sentences.jsonl."""
     from filters.function_words import classify
-    from filters.language import _langdetect
+    from filters.language_mixing import detect_profiled
 
     rows = [json.loads(line) for line in open(REPO / "tests" / "data" / "curation" / "sentences.jsonl", encoding="utf-8")]
     print(f"| method | correct | wrong | abstained | sentences/s |\n|---|---:|---:|---:|---:|")
     def combined(text: str) -> str | None:
-        return classify(text) or _langdetect(text)
+        return classify(text) or detect_profiled(text)
 
-    for name, fn, reps in (("function words", classify, 200), ("langdetect (seeded)", _langdetect, 1), ("both: langdetect where the profile abstains", combined, 20)):
+    for name, fn, reps in (("function words", classify, 200), ("langdetect (seeded)", detect_profiled, 1), ("both: langdetect where the profile abstains", combined, 20)):
         got = [fn(r["text"]) for r in rows]
         t0 = time.perf_counter()
         for _ in range(reps):

@@ -57,8 +57,10 @@ def bench(name: str, repeats: int, tmp: Path) -> dict:
     from vllm.inputs import TokensPrompt
 
     from distill.generation.demo_task import make_prompts
-    from distill.engines.engines import Request, SamplingParams, VLLMEngine, configure_cpu_vllm, render_prompts
-    from distill.generation.sample import generate_traces, to_messages
+    from distill.engines.base import Request, SamplingParams, render_prompts
+    from distill.engines.vllm import VLLMEngine, configure_cpu_vllm
+    from distill.generation.sample import generate_traces
+    from distill.generation.shards import to_messages
 
     n_prompts, n, max_tokens, shard_size, kv = SIZES[name]
     configure_cpu_vllm()

@@ -74,7 +74,7 @@ def make_rows(tokenizer, n: int, max_length: int, seed: int) -> list[dict]:
 
 
 def token_fractions(model: str, rows: list[dict], out: Path, *, packing: bool, batch: int, max_length: int) -> dict:
-    from distill.config.recipe import LoraConfig
+    from distill.config.hardware import LoraConfig
     from distill.training.sft import build_sft_trainer
 
     trainer, _ = build_sft_trainer(model, rows, out, lora=LoraConfig(enabled=False), training_args={
@@ -107,7 +107,7 @@ class StepTimes:
 
 
 def run_ours(model, rows, out, args_dict):
-    from distill.config.recipe import LoraConfig
+    from distill.config.hardware import LoraConfig
     from distill.training.sft import build_sft_trainer
 
     trainer, _ = build_sft_trainer(model, rows, out, lora=LoraConfig(enabled=False), training_args=args_dict)
@@ -169,7 +169,7 @@ def main() -> int:
         settings = {"packing": True, "per_device_train_batch_size": a.batch, "max_length": a.max_length,
                     "max_steps": a.steps, "learning_rate": 1e-4, "logging_steps": 10**6}
         ratios, cpu_ratios, ours_all, bare_all, ours_cpu, bare_cpu = [], [], [], [], [], []
-        from distill.config.recipe import LoraConfig
+        from distill.config.hardware import LoraConfig
         from distill.training.sft import build_sft_trainer
 
         for r in range(a.rounds):

@@ -18,7 +18,7 @@ from distill.core.models import resolve_model
 from distill.core.run import Run, installed_versions, model_label
 from distill.core.storage import file_sha256, read_manifest, read_table, write_json, write_parquet
 from distill.engines.base import SamplingParams
-from distill.engines.factory import gpus_for, make_engine
+from distill.engines.factory import data_parallel_workers, devices_per_engine, engine_factory, gpus_for
 from distill.evaluate.evaluate import evaluate_all
 from distill.generation.adaptive import generate_adaptive
 from distill.generation.ledger import accounting
@@ -83,10 +83,6 @@ def teacher_stage(run: Run, prompts_m: dict) -> dict:
     return run.stage("teacher", SUBDIRS["teacher"], settings, [prompts_m], body)
 
 
-def _engine_factory(kind: str, model: str, seed: int, chat_template: str | None, vllm_settings):
-    return lambda: make_engine(kind, model, seed=seed, chat_template=chat_template, vllm_settings=vllm_settings)
-
-
 def sampling_fingerprint(run: Run) -> dict:
     """What decides which samples exist: not the engine, its transport or prices (switching from vLLM to a
     server mid-run keeps what was generated: ids do not depend on the engine), not keep_k/strategy unless
@@ -115,22 +111,18 @@ def sample_stage(run: Run, prompts_m: dict, teacher_m: dict) -> dict:
 
     def body(d: Path) -> dict:
         prompts = pl.read_parquet(_input(run, "prompts", "train.parquet"))
-        params = SamplingParams(cfg.n, cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.seed)
-        factory = partial(  # picklable: data-parallel workers build their own engine from it
-            make_engine, cfg.engine, teacher_m["model"], seed=cfg.seed, chat_template=cfg.chat_template,
-            vllm_settings=cfg.vllm, openai_settings=cfg.openai,
-        )
+        params = SamplingParams.from_section(cfg)
+        factory = engine_factory(cfg, teacher_m["model"])  # picklable: data-parallel workers build their own engine from it
         common = dict(
             model_label=model_label("teacher", teacher_m), shard_size=cfg.shard_size,
             system_prompt=run.recipe.prompts.system_prompt, id_context={"chat_template": cfg.chat_template},
         )
-        dp = cfg.vllm.data_parallel_size if cfg.engine == "vllm" else 1
+        dp = data_parallel_workers(cfg)
         shared = None
         if run.sampler is not None:
             one_pass = partial(run.sampler, engine_factory=factory, **common)
         elif dp > 1:
-            tp_pp = cfg.vllm.tensor_parallel_size * cfg.vllm.pipeline_parallel_size
-            one_pass = partial(generate_traces_parallel, workers=dp, devices_per_worker=tp_pp, engine_factory=factory, **common)
+            one_pass = partial(generate_traces_parallel, workers=dp, devices_per_worker=devices_per_engine(cfg.vllm), engine_factory=factory, **common)
         else:
             shared = SharedEngine(factory)  # one engine start for all adaptive rounds
             one_pass = partial(generate_traces, engine_factory=shared, **common)
@@ -290,7 +282,7 @@ def eval_stage(run: Run, prompts_m: dict, teacher_m: dict, sft_ms: dict[str, dic
             pairs[s.name] = (f"student_before{suffix}", f"student_after{suffix}")
         results, deltas, manifest = evaluate_all(
             models, cfg, d, heldout=prompts, heldout_verifier=run.recipe.verify.verifier, system_prompt=run.recipe.prompts.system_prompt,
-            engine_factory=lambda path: _engine_factory(cfg.engine, path, cfg.seed, None, cfg.vllm), pairs=pairs,
+            engine_factory=partial(engine_factory, cfg), pairs=pairs,
         )
         teacher_delta = deltas.pop(TEACHER_RL, {})  # `delta` stays student -> benchmark (the cards read it)
         write_json(d / "results.json", {"results": results, "delta": deltas, "teacher_delta": teacher_delta, "manifest": manifest})

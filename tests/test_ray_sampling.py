@@ -13,9 +13,9 @@ import polars as pl
 import pytest
 import yaml
 
-from distill.engines.engines import SamplingParams
+from distill.engines.base import SamplingParams
 from distill.config.recipe import recipe_from_dict
-from distill.generation.sample import sample_ids
+from distill.generation.shards import sample_ids
 from distill.core.storage import read_table
 
 REPO = Path(__file__).resolve().parents[1]
