@@ -100,7 +100,7 @@ def build_plan(recipe) -> dict[str, Any]:
             plan["notes"].append("this machine has no GPU: here rollouts would use transformers, fp32")
         plan["grpo"] = {
             "template_answer": t.template.answer_format or ("answer_tag" if t.template.name == "r1_zero" else "boxed"),
-            "rewards": [{"name": r.name, "weight": r.weight, **({"options": r.options} if r.options else {})} for r in g.rewards],
+            "rewards": [{"name": r.name, "weight": r.weight, **({"options": o} if (o := r.options.model_dump()) else {})} for r in g.rewards],
             "group_size": group,
             "prompts_per_step_per_process": gen_batch // group if group else None,
             "completions_per_step_per_process": gen_batch,

@@ -23,19 +23,13 @@ from distill.config.base import Section
 
 
 class RewardOptions(Section):
-    """A reward's options. Falsy when the recipe gave none, and printed as the mapping it gave."""
+    """A reward's options; its dump is the mapping the recipe gave (defaults left out)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
     @model_serializer(mode="wrap")
     def _as_given(self, handler) -> dict[str, Any]:
         return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
-
-    def __bool__(self) -> bool:
-        return bool(self.model_fields_set)
-
-    def __str__(self) -> str:
-        return str(self.model_dump())
 
 
 class RewardEntry(Section):
