@@ -101,6 +101,9 @@ def base_stage(name: str) -> str:
     return stage_of(name).name  # sft:<student> -> sft
 
 
+# log_prints stays off: with it on, Prefect's print patch logs what a library prints into a captured stdout
+# (dill's `nestedglobals`, which datasets' fingerprinting calls while TRL builds its dataset, disassembles
+# each function there) - 878 lines of bytecode in the demo's console, and dill then finds no globals.
 def make_stage_flow(stage: str, fn: Callable[..., dict]):
     """The flow for one stage: `fn(run, *inputs)` as a retried task, holding the stage's GPU slots."""
     the_task = stage_task(stage, fn)
@@ -110,7 +113,7 @@ def make_stage_flow(stage: str, fn: Callable[..., dict]):
         return run_stage(run, stage, the_task, list(inputs or []))
 
     body.__doc__ = (fn.__doc__ or f"The `{stage}` stage.").strip().split("\n")[0]
-    return flow(body, name=f"distill-{stage}", persist_result=False, log_prints=True)
+    return flow(body, name=f"distill-{stage}", persist_result=False, log_prints=False)
 
 
 def run_stage(run: Run, stage: str, the_task, inputs: list[Any]) -> dict:
@@ -125,7 +128,7 @@ def run_stage(run: Run, stage: str, the_task, inputs: list[Any]) -> dict:
 _sample_task = stage_task("sample", BY_NAME["sample"].fn)
 
 
-@flow(name="distill-sample", persist_result=False, log_prints=True)
+@flow(name="distill-sample", persist_result=False, log_prints=False)
 def sample_flow(recipe: Recipe, run_dir: str, inputs: list[Any] | None = None, ray: RaySettings | None = None) -> dict:
     """Rejection sampling from the teacher: on this machine, or with `ray` its shards mapped over a Ray cluster."""
     sampler = None

@@ -138,3 +138,40 @@ def test_cli_ray_flags_are_checked(tmp_path, capsys):
     assert "--ray-workers needs --ray" in capsys.readouterr().err
     assert main(["run", "--config", str(REPO / "recipes" / "demo.yaml"), "--ray", "auto", "--no-prefect"]) == 2
     assert "drop --no-prefect" in capsys.readouterr().err
+
+
+def _uses_a_global():
+    return RETRY_DELAYS
+
+
+def test_stage_flows_leave_library_prints_alone(tmp_path, monkeypatch):
+    """A stage flow must not turn prints into logs: dill (under datasets' fingerprinting, inside TRL) prints a
+    disassembly into a captured stdout; with Prefect's print patch those lines flooded the console as
+    `prefect.task_runs` logs and dill found no globals in the function it inspected."""
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    import logging
+
+    from dill.detect import nestedglobals
+
+    from flows.stages import STAGE_FLOWS, make_stage_flow, sample_flow
+
+    assert all(f.log_prints is False for f in [*STAGE_FLOWS.values(), sample_flow])
+    recipe = recipe_from_dict({"name": "prints"})
+
+    def verify(run):
+        return {"rows_in": 0, "rows_out": 0, "names": sorted(nestedglobals(_uses_a_global))}
+
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    keep = Keep()
+    logging.getLogger("prefect").addHandler(keep)
+    try:
+        m = make_stage_flow("verify", verify)(recipe, str(tmp_path / "run"))
+    finally:
+        logging.getLogger("prefect").removeHandler(keep)
+    assert m["names"] == ["RETRY_DELAYS"]
+    assert not [r for r in records if "LOAD_GLOBAL" in r or "Disassembly" in r]
