@@ -6,7 +6,8 @@ import pytest
 from distill.config.base import RecipeError
 from distill.config.recipe import Recipe, load_recipe, pin_threads, recipe_from_dict
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 
 
 def test_recipes_exist():
@@ -94,3 +95,29 @@ def test_pin_threads_sets_omp_only_when_the_recipe_says(monkeypatch):
     assert os.environ["OMP_NUM_THREADS"] == "7"
     pin_threads(recipe_from_dict({"name": "x", "threads": 2, "students": [{"name": "s"}]}))
     assert os.environ["OMP_NUM_THREADS"] == "2"
+
+
+@pytest.mark.parametrize("kind", ["sft", "grpo"])
+def test_trainer_keys_read_from_trl_source_match_the_classes(kind):
+    """The recipe checks training_args against TRL's config fields read from TRL's source (no torch import
+    when a recipe loads); they must be exactly the dataclass fields of the real classes."""
+    import dataclasses
+
+    import trl
+
+    from distill.config.trainer_keys import CLASSES, _class_fields
+
+    module, name = CLASSES[kind]
+    assert _class_fields(module, name) == {f.name for f in dataclasses.fields(getattr(trl, name))}
+
+
+def test_loading_a_recipe_with_training_args_imports_no_model_stack():
+    import subprocess
+    import sys
+
+    code = ("import sys; from distill.config.recipe import load_recipe; "
+            "r = load_recipe('recipes/r1-distill-qwen2.5-math-7b.yaml'); "
+            "print(sorted(m for m in ('torch', 'transformers', 'trl') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -3,15 +3,16 @@
 Every section is a pydantic model with `extra="forbid"`, so a misspelt key fails at load time, before
 any model loads, with the file and the dotted field in the message. Trainer knobs are not re-declared:
 `training_args` sections are passed to TRL's own config classes (`SFTConfig`, `GRPOConfig`) and their
-keys are checked against those classes' fields.
+keys are checked against those classes' fields (read from TRL's source: distill/config/trainer_keys.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Iterable
 
 from pydantic import BaseModel, ConfigDict
+
+from distill.config.trainer_keys import CLASSES, trainer_fields
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 
@@ -28,13 +29,9 @@ def check_trainer_keys(kind: str, args: dict[str, Any]) -> dict[str, Any]:
     """Reject keys that TRL's config class for `kind` does not have (a typo would be silently ignored)."""
     if not args:
         return args
-    import trl  # imported lazily: only recipes that set training_args pay for it
-
-    cls = {"sft": trl.SFTConfig, "grpo": trl.GRPOConfig}[kind]
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(args) - known)
+    unknown = sorted(set(args) - trainer_fields(kind))
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+        raise ValueError(f"unknown {CLASSES[kind][1]} field(s): {', '.join(unknown)}")
     return args
 
 

@@ -13,9 +13,6 @@ import re
 from functools import lru_cache
 from typing import Any
 
-import math_verify
-import sympy
-
 from distill.verify.extract import WRAPPED, final_text, last_boxed, locate_answer
 from distill.verify.registry import Verdict, register
 
@@ -44,6 +41,8 @@ def _normalize_latex(text: str) -> str:
 
 
 def _parse(text: str) -> list:
+    import math_verify  # with sympy, ~1 s to import: only verifying pays for it, not `distill --help`
+
     return math_verify.parse(
         _normalize_latex(text[-MAX_PARSE_CHARS:]),
         extraction_config=[math_verify.LatexExtractionConfig(), math_verify.ExprExtractionConfig()],
@@ -60,11 +59,19 @@ def _split(parsed: list) -> tuple[list, list]:
 # and `(10^{10})!` more, and with no timeout that hangs the thread for good. Such values are screened out first.
 _MAX_DIGITS = 10_000
 _MAX_TERMS = 10_000
-_FACTORIALS = (sympy.factorial, sympy.factorial2, sympy.subfactorial, sympy.RisingFactorial, sympy.FallingFactorial)
 
 
-def _log10_bound(x: sympy.Basic) -> float:
+@lru_cache(maxsize=1)
+def _factorials() -> tuple:
+    import sympy  # slow to import; only verifying pays for it
+
+    return (sympy.factorial, sympy.factorial2, sympy.subfactorial, sympy.RisingFactorial, sympy.FallingFactorial)
+
+
+def _log10_bound(x: "sympy.Basic") -> float:
     """A rough upper bound on |log10|x|| for a numeric expression, computed without evaluating it."""
+    import sympy  # slow to import; only verifying pays for it (cached in sys.modules after the first call)
+
     if x.is_Rational:
         return max(abs(int(x.p)).bit_length(), int(x.q).bit_length()) * math.log10(2)
     if x.is_Float:
@@ -77,7 +84,7 @@ def _log10_bound(x: sympy.Basic) -> float:
     if x.is_Pow:  # |log10|b^e|| = |e| * |log10|b||
         exponent = _log10_bound(x.args[1])
         return math.inf if exponent > 15 else _log10_bound(x.args[0]) * 10**exponent
-    if isinstance(x, _FACTORIALS):
+    if isinstance(x, _factorials()):
         n = 10 ** min(_log10_bound(x.args[0]), 15)
         return n * math.log10(n + 1)
     if isinstance(x, sympy.binomial):
@@ -87,6 +94,8 @@ def _log10_bound(x: sympy.Basic) -> float:
 
 
 def _too_large(expr: Any) -> bool:
+    import sympy  # slow to import; only verifying pays for it
+
     if not isinstance(expr, sympy.Basic):
         return False
     for node in sympy.preorder_traversal(expr):
@@ -94,7 +103,7 @@ def _too_large(expr: Any) -> bool:
             for _, lo, hi in node.limits:
                 if not (lo - hi).free_symbols and _log10_bound(hi - lo) > math.log10(_MAX_TERMS):
                     return True
-        elif (node.is_Pow or isinstance(node, (*_FACTORIALS, sympy.binomial))) and not node.free_symbols:
+        elif (node.is_Pow or isinstance(node, (*_factorials(), sympy.binomial))) and not node.free_symbols:
             if _log10_bound(node) > _MAX_DIGITS:
                 return True
     return False
@@ -182,6 +191,9 @@ def _hedged(answer: str) -> bool:
 
 @register("math")
 def verify_math(completion: str, reference: str | None) -> Verdict:
+    import math_verify  # slow to import (sympy): only verifying pays for it
+    import sympy
+
     try:
         if reference is None or not str(reference).strip():
             return Verdict(None, "no_reference")
