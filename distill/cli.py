@@ -26,7 +26,7 @@ from distill.config.verify import VerifyConfig
 from distill.core.models import cache_dir, resolve_model
 from distill.core.run import Run
 from distill.core.storage import read_table, write_parquet
-from distill.launch import format_command, launch_command, student_of
+from distill.launch import format_command, launch_command, prepare, stage_hardware
 from distill.pipeline import run_pipeline, stage_summary
 from distill.planning.plan import R1_MEAN_COMPLETION, Assumptions, format_plan, plan_recipe
 from distill.publish.hub import PublishError, publish
@@ -102,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print the plan as JSON")
     sp = sub.add_parser("launch", help="run the sft stage under `accelerate launch` (multi-GPU, multi-node)")
     recipe_args(sp)
+    sp.add_argument("--stage", choices=("sft", "teacher"), default="sft", help="sft (a student) or teacher (cold start + GRPO)")
     sp.add_argument("--student", help="which student (required when the recipe has several)")
     sp.add_argument("--nodes", type=int, help="default: the student's hardware.nodes")
     sp.add_argument("--gpus-per-node", type=int, help="default: the student's hardware.gpus_per_node")
@@ -167,14 +168,15 @@ def _launch(args) -> int:
     cmd = launch_command(
         args.config, recipe, student=args.student, run_dir=args.run_dir, overrides=args.overrides,
         nodes=args.nodes, gpus_per_node=args.gpus_per_node, machine_rank=args.machine_rank,
-        main_process_ip=args.main_process_ip, port=args.port,
+        main_process_ip=args.main_process_ip, port=args.port, stage=args.stage,
     )
-    nodes = args.nodes or student_of(recipe, args.student).hardware.nodes
+    nodes = args.nodes or stage_hardware(recipe, args.stage, args.student)[0].nodes
     print(format_command(cmd, nodes), flush=True)
     if args.dry_run:
         return 0
     if "${" in " ".join(cmd):
         raise ValueError("a multi-node launch needs --machine-rank and --main-process-ip (or use --dry-run for the template)")
+    prepare(recipe, args.stage, args.run_dir)
     # the same launcher through this interpreter: `accelerate` need not be on PATH
     return subprocess.call([sys.executable, "-m", "accelerate.commands.launch", *cmd[2:]])
 

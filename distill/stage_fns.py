@@ -27,6 +27,7 @@ from distill.generation.prompts import load_prompts
 from distill.generation.rejection import LEVELS, pass_rates, select_per_prompt, unsolved_prompts
 from distill.generation.sample import SharedEngine, generate_traces
 from distill.mix.merge import build_sft_set, to_training_rows, write_hf_dataset
+from distill.training.distributed import free_memory, launch_processes, launch_stage
 from distill.training.sft import train_sft
 from distill.verify.table import verify_with_config
 from filters.curate import curate_file
@@ -72,7 +73,9 @@ def teacher_stage(run: Run, prompts_m: dict) -> dict:
             return {"rows_in": 0, "rows_out": 0, "model": resolve_model(cfg.model), "trained": False, "settings": ran_with}
         excluded = set(pl.read_parquet(_input(run, "prompts", "eval.parquet"))["prompt_id"])
         metrics = train_teacher(cfg, train, d, seed=run.recipe.seed, system_prompt=run.recipe.prompts.system_prompt, exclude=excluded)
-        write_json(d / "metrics.json", metrics)
+        free_memory()  # the trainers and models are garbage now: the next stage gets the GPU memory
+        if run.is_main_process():
+            write_json(d / "metrics.json", metrics)
         out = {"rows_in": train.height, "rows_out": train.height, "model": str(d / "model"), "trained": True, "files": {"model": {}},
                "settings": {**ran_with, "libraries": installed_versions(*TRAINING_LIBRARIES)}}
         if "rl_start_model" in metrics:  # what GRPO started from, for the eval's before/after-RL comparison
@@ -80,7 +83,15 @@ def teacher_stage(run: Run, prompts_m: dict) -> dict:
         return out
 
     settings = {"teacher": run.recipe.section_hash("teacher"), "seed": run.recipe.seed, "system": run.recipe.prompts.system_prompt}
-    return run.stage("teacher", SUBDIRS["teacher"], settings, [prompts_m], body)
+    launch = launcher(run, cfg.hardware if cfg.enabled else None, "teacher.hardware", ["--stage", "teacher"])
+    return run.stage("teacher", SUBDIRS["teacher"], settings, [prompts_m], body, launch=launch)
+
+
+def launcher(run: Run, hardware, field: str, worker_args: list[str]):
+    """The stage under `accelerate launch` on this node when its hardware asks for several GPUs (and the
+    recipe's `launch` setting allows it), else None: the stage trains in this process."""
+    processes = 1 if run.distributed else launch_processes(hardware, field)
+    return partial(launch_stage, run.recipe, run.dir, hardware, processes, worker_args, field) if processes > 1 else None
 
 
 def sampling_fingerprint(run: Run) -> dict:
@@ -245,7 +256,7 @@ def merge_stage(run: Run, select_m: dict) -> dict:
 
 
 def sft_stage(run: Run, merge_m: dict, student_name: str) -> dict:
-    student = next(s for s in run.recipe.students if s.name == student_name)
+    index, student = next((i, s) for i, s in enumerate(run.recipe.students) if s.name == student_name)
 
     def body(d: Path) -> dict:
         df = pl.read_parquet(_input(run, "merge", "train.parquet"))
@@ -253,14 +264,17 @@ def sft_stage(run: Run, merge_m: dict, student_name: str) -> dict:
             resolve_model(student.model), to_training_rows(df), d / "model", lora=student.lora,
             training_args=student.training_args, seed=run.recipe.seed, chat_template=student.chat_template,
         )
-        write_json(d / "metrics.json", metrics)
+        free_memory()  # the trainer and model are garbage now: the next student or the eval gets the GPU memory
+        if run.is_main_process():
+            write_json(d / "metrics.json", metrics)
         ran_with = {**student.model_dump(mode="json"), "seed": run.recipe.seed, "libraries": installed_versions(*TRAINING_LIBRARIES)}
         return {"rows_in": df.height, "rows_out": df.height, "model": str(d / "model"), "metrics": metrics, "files": {"model": {}},
                 "settings": ran_with}
 
     # where it trains (hardware) does not change what it learns; the batch settings are in training_args
     settings = {"student": student.model_dump(mode="json", exclude={"hardware"}), "seed": run.recipe.seed}
-    return run.stage(f"sft:{student_name}", f"{SUBDIRS['sft']}/{student_name}", settings, [merge_m], body)
+    launch = launcher(run, student.hardware, f"students[{index}].hardware", ["--stage", "sft", "--student", student_name])
+    return run.stage(f"sft:{student_name}", f"{SUBDIRS['sft']}/{student_name}", settings, [merge_m], body, launch=launch)
 
 
 def eval_stage(run: Run, prompts_m: dict, teacher_m: dict, sft_ms: dict[str, dict]) -> dict:
@@ -284,6 +298,7 @@ def eval_stage(run: Run, prompts_m: dict, teacher_m: dict, sft_ms: dict[str, dic
             models, cfg, d, heldout=prompts, heldout_verifier=run.recipe.verify.verifier, system_prompt=run.recipe.prompts.system_prompt,
             engine_factory=partial(engine_factory, cfg), pairs=pairs,
         )
+        free_memory()  # the engines are shut down: their memory goes back before the report
         teacher_delta = deltas.pop(TEACHER_RL, {})  # `delta` stays student -> benchmark (the cards read it)
         write_json(d / "results.json", {"results": results, "delta": deltas, "teacher_delta": teacher_delta, "manifest": manifest})
         n = sum(b["n_prompts"] for b in manifest["benchmarks"].values()) * len(models)

@@ -133,7 +133,8 @@ def sample_flow(recipe: Recipe, run_dir: str, inputs: list[Any] | None = None, r
     """Rejection sampling from the teacher: on this machine, or with `ray` its shards mapped over a Ray cluster."""
     sampler = None
     if ray is not None:
-        sampler = RaySampler(ray, devices_per_engine=devices_per_engine(recipe.sampling.vllm))
+        sampler = RaySampler(ray, devices_per_engine=devices_per_engine(recipe.sampling.vllm),
+                             vllm=recipe.sampling.vllm if recipe.sampling.engine == "vllm" else None)
     try:
         return run_stage(Run(recipe, run_dir, sampler=sampler), "sample", _sample_task, list(inputs or []))
     finally:

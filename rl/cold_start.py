@@ -27,6 +27,7 @@ from distill.core.storage import read_table
 from distill.engines.base import Request, SamplingParams
 from distill.engines.factory import engine_for
 from distill.core.models import resolve_model
+from distill.training.distributed import on_main_process
 from distill.training.sft import train_sft
 from filters.curate import language_measures
 from rl.rewards import Accuracy
@@ -167,7 +168,8 @@ def run_cold_start(model: str, cfg: ColdStartConfig, template: Template, out_dir
     """Collect the set, render it in the template, SFT (LoRA merged) into `out_dir`."""
     from transformers import AutoTokenizer  # heavy: only when the cold start trains
 
-    rows = collect(cfg, template, seed=seed, exclude=exclude, model=model, prompts=prompts)
+    # generated or read once, by the main process of a launched run; every process trains on the same rows
+    rows = on_main_process(lambda: collect(cfg, template, seed=seed, exclude=exclude, model=model, prompts=prompts))
     tokenizer = AutoTokenizer.from_pretrained(model)
     sft_rows = render(rows, template, tokenizer)
     metrics = train_sft(

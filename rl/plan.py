@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from distill.engines.base import has_cuda
+from distill.planning.plan import plan_grpo
 from rl.rewards import build_rewards
 from rl.teacher import GRPO_DEFAULTS
 
@@ -124,8 +125,33 @@ def build_plan(recipe) -> dict[str, Any]:
                 "reference_model": round(size * 2, 1) if args.get("beta") else 0,
                 "note": "training states shard over the training GPUs with ZeRO-3; vLLM takes its own share of each GPU",
             }
+    if t.grpo.enabled:
+        _memory_check(plan, t, args)
     plan["sampling_reads"] = "<run_dir>/teacher/model (the RL checkpoint, LoRA merged)"
     return plan
+
+
+def _memory_check(plan: dict[str, Any], teacher, args: dict[str, Any]) -> None:
+    """GRPO's memory per GPU with one micro-batch's activations (distill.planning): an error when the
+    activations alone leave no room on the GPU, or the whole does not fit the recipe's teacher.hardware."""
+    try:
+        mem = plan_grpo(teacher, training_args=args)
+    except ValueError as e:  # a model the planner has no shape for
+        plan["notes"].append(f"memory per GPU not planned: {e}")
+        return
+    plan["grpo"]["memory_per_gpu"] = mem
+    m, mb = mem["memory"], mem["micro_batch"]
+    what = (f"teacher.grpo.training_args.per_device_train_batch_size {mb['sequences']} x ({mb['prompt_tokens']} prompt + "
+            f"max_completion_length {mb['completion_tokens']}) tokens holds {mem['activations_gib']:.1f} GiB of activations per GPU")
+    fix = "lower per_device_train_batch_size (raise gradient_accumulation_steps to keep the batch)"
+    if mem["activations_gib"] + m["reserved_gib"] > m["capacity_gib"]:
+        plan["errors"].append(f"{what}, more than a {m['capacity_gib']:.0f} GiB {mem['gpu']}: {fix}")
+    elif not m["fits"]:
+        msg = f"{what}; with the model states on {mem['gpus']} x {mem['gpu']} ({mem['strategy']}) a GPU needs {m['total_gib']:.1f} of {m['capacity_gib']:.0f} GiB"
+        if mem["hardware_source"] == "teacher.hardware":
+            plan["errors"].append(f"{msg}: {fix}, or train on more GPUs (teacher.hardware)")
+        else:
+            plan["notes"].append(f"{msg} (no teacher.hardware: one node of 8 assumed); give teacher.hardware")
 
 
 def render_plan(plan: dict[str, Any]) -> str:
@@ -155,6 +181,11 @@ def render_plan(plan: dict[str, Any]) -> str:
             m = g["memory_gb"]
             lines.append(f"     memory (rough): weights {m['weights_bf16']} GB bf16, training states {m['training_states_total']} GB in all, "
                          f"reference model {m['reference_model']} GB; {m['note']}")
+        if "memory_per_gpu" in g:
+            p = g["memory_per_gpu"]
+            lines.append(f"     memory per GPU on {p['gpus']} x {p['gpu']} ({p['strategy']}, {p['hardware_source']}): {p['memory']['total_gib']:.1f} "
+                         f"of {p['memory']['capacity_gib']:.0f} GiB, of which activations {p['activations_gib']:.1f} GiB for "
+                         f"{p['micro_batch_tokens']:,} tokens a micro-batch ({'fits' if p['memory']['fits'] else 'DOES NOT FIT'})")
     lines.append(f"  3. sampling reads {plan['sampling_reads']}")
     lines += [f"  note: {n}" for n in plan["notes"]]
     lines += [f"  ERROR: {e}" for e in plan["errors"]]

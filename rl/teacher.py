@@ -23,7 +23,8 @@ from distill.core.models import resolve_model
 from distill.config.teacher import GRPOSection
 from distill.core.storage import read_json, write_json
 from distill.engines.base import has_cuda
-from distill.training.common import base_args, checkpoint_step, last_checkpoint, log_history, model_init_kwargs, peft_config, save_merged
+from distill.training.common import base_args, checkpoint_step, last_checkpoint, log_history, model_init_kwargs, peft_config, save_merged, save_trained
+from distill.training.distributed import is_main_process
 from rl.cold_start import run_cold_start
 from rl.rewards import build_rewards
 from rl.templates import Template, build_template
@@ -87,7 +88,8 @@ def run_grpo(model: str, prompts: pl.DataFrame, cfg: GRPOSection, out_dir: Path,
     funcs, _ = build_rewards(cfg.rewards, template, max_completion_length=args["max_completion_length"])
     tokenizer = AutoTokenizer.from_pretrained(model)
     tb_dir = out_dir.parent / "tensorboard"
-    writer = SummaryWriter(str(tb_dir))
+    # TRL's callback logs on the main process only; the others get no writer (no empty event files)
+    writer = SummaryWriter(str(tb_dir)) if is_main_process() else None
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=funcs,
@@ -103,8 +105,9 @@ def run_grpo(model: str, prompts: pl.DataFrame, cfg: GRPOSection, out_dir: Path,
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - t0
-    writer.close()
-    save_merged(trainer.model, tokenizer, out_dir)
+    if writer is not None:
+        writer.close()
+    save_trained(trainer, model, out_dir)  # on every process: gathers ZeRO-3/FSDP shards, the main one saves
     history = log_history(trainer)
     steps = [h for h in history if "reward" in h]
     names = [s.name for s in cfg.rewards]
@@ -140,7 +143,8 @@ def train_teacher(teacher_cfg, prompts: pl.DataFrame, out_dir: Path, *, seed: in
             metrics["cold_start"] = read_json(out_dir / "cold_start_metrics.json") | {"reused": True}  # killed during GRPO
         else:
             metrics["cold_start"] = run_cold_start(model, teacher_cfg.cold_start, template, cs_dir, seed=seed, exclude=exclude, prompts=prompts)
-            write_json(out_dir / "cold_start_metrics.json", metrics["cold_start"])
+            if is_main_process():
+                write_json(out_dir / "cold_start_metrics.json", metrics["cold_start"])
         model = str(cs_dir)
     if teacher_cfg.grpo.enabled:
         log.info("teacher: GRPO on %s", model)
@@ -150,5 +154,6 @@ def train_teacher(teacher_cfg, prompts: pl.DataFrame, out_dir: Path, *, seed: in
         # no RL: the cold-start (or base) model is the teacher; copy it so `model/` always exists
         from transformers import AutoModelForCausalLM  # heavy: only when the teacher stage runs
 
-        save_merged(AutoModelForCausalLM.from_pretrained(model), AutoTokenizer.from_pretrained(model), out_dir / "model")
+        if is_main_process():
+            save_merged(AutoModelForCausalLM.from_pretrained(model), AutoTokenizer.from_pretrained(model), out_dir / "model")
     return metrics

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from distill.config.base import Section
 from distill.core.hardware import gpu_spec
@@ -28,6 +28,14 @@ class LoraConfig(Section):
 
 Strategy = Literal["ddp", "zero2", "zero3", "zero3-offload", "fsdp"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
+Launch = Literal["auto", "always", "never"]
+
+
+def omit_defaults(data: dict[str, Any], section: Section, names: tuple[str, ...]) -> dict[str, Any]:
+    """`data` (a section's dump) without the named fields where they hold their default: a field added
+    later leaves the hashes of recipes that do not set it (the stage fingerprints) unchanged."""
+    fields = type(section).model_fields
+    return {k: v for k, v in data.items() if not (k in names and getattr(section, k) == fields[k].get_default(call_default_factory=True))}
 
 
 class HardwareConfig(Section):
@@ -43,6 +51,14 @@ class HardwareConfig(Section):
     nodes: int = Field(1, ge=1)
     strategy: Strategy = "zero3"
     accelerate_config: str | None = None  # default: configs/accelerate/<strategy>.yaml
+    # `distill run` trains on several processes (`accelerate launch` from the stage) when this asks for more
+    # than one GPU: `auto` where CUDA shows more than one device, `always` also on CPU (gloo processes: the
+    # rehearsal), `never` in-process. Multi-node training starts with `distill launch` on each node.
+    launch: Launch = "auto"
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict[str, Any]:
+        return omit_defaults(handler(self), self, ("launch",))
 
     @field_validator("gpu")
     @classmethod

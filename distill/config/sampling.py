@@ -18,6 +18,12 @@ class VLLMSettings(Section):
     engines; `LLM(data_parallel_size=...)` is refused in one process). Across nodes, serve the model with
     `vllm serve --data-parallel-size ...` (vLLM's multi-node DP, or `--data-parallel-backend ray`) and use
     `engine: openai`, or give each node its own shards (`generate_traces(rank=, world_size=)`).
+
+    An engine larger than one node (tensor × pipeline parallel > `gpus_per_node`, e.g. DeepSeek-R1 at TP 8 ×
+    PP 2 on 8-GPU nodes) runs its workers on a Ray cluster: `distributed_executor_backend: ray` (vLLM's
+    multi-node path: TP within a node, PP across nodes; `ray start` on every node first, docs/operations.md).
+    Such an engine is one per Ray sampling worker (`distill run --ray auto --ray-workers N` runs N of them),
+    so `data_parallel_size` stays 1. Both fields leave the dump (and the stage hashes) when at their default.
     """
 
     tensor_parallel_size: int = Field(1, ge=1)
@@ -29,6 +35,32 @@ class VLLMSettings(Section):
     enforce_eager: bool = False
     kv_cache_space_gb: int | None = Field(None, ge=1)  # CPU only (VLLM_CPU_KVCACHE_SPACE, whole GiB)
     max_num_seqs: int | None = None
+    # None: vLLM decides (multiprocessing on one node); "ray": workers on a Ray cluster, across nodes
+    distributed_executor_backend: Literal["mp", "ray"] | None = Field(None, exclude_if=lambda v: v is None)
+    gpus_per_node: int = Field(8, ge=1, exclude_if=lambda v: v == 8)  # GPUs on one node of the engine's machines
+
+    @property
+    def engine_gpus(self) -> int:
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
+    @property
+    def nodes_per_engine(self) -> int:
+        return -(-self.engine_gpus // self.gpus_per_node)
+
+    @model_validator(mode="after")
+    def _fits_the_nodes(self) -> "VLLMSettings":
+        tp, pp, per_node = self.tensor_parallel_size, self.pipeline_parallel_size, self.gpus_per_node
+        if tp > per_node:
+            raise ValueError(f"tensor_parallel_size {tp} exceeds gpus_per_node {per_node}: keep tensor parallelism within "
+                             "a node and span nodes with pipeline_parallel_size (vLLM's multi-node layout)")
+        if self.nodes_per_engine > 1 and self.distributed_executor_backend != "ray":
+            raise ValueError(f"tensor_parallel_size {tp} x pipeline_parallel_size {pp} = {tp * pp} GPUs per engine exceeds "
+                             f"gpus_per_node {per_node}: one engine spans {self.nodes_per_engine} nodes, which needs "
+                             "distributed_executor_backend: ray (a Ray cluster over the nodes; docs/operations.md)")
+        if self.nodes_per_engine > 1 and self.data_parallel_size > 1:
+            raise ValueError(f"data_parallel_size {self.data_parallel_size} with a {self.nodes_per_engine}-node engine: set it "
+                             "to 1 and run several engines as Ray workers (distill run --ray auto --ray-workers N)")
+        return self
 
 
 class OpenAISettings(Section):

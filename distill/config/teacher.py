@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from distill.config.base import EMBEDDED_MODEL, Section, check_trainer_keys, duplicates
-from distill.config.hardware import LoraConfig
+from distill.config.hardware import HardwareConfig, LoraConfig, omit_defaults
 from distill.config.rewards import AccuracyReward, FormatReward, RewardSpec
 from distill.config.sampling import OpenAISettings, VLLMSettings
 
@@ -103,3 +103,10 @@ class TeacherConfig(Section):
     template: TemplateConfig = TemplateConfig()
     cold_start: ColdStartConfig = Field(default_factory=ColdStartConfig)
     grpo: GRPOSection = GRPOSection()
+    # where the teacher trains (cold start and GRPO): GPUs, strategy, accelerate config, as students[].hardware;
+    # None: one process. `distill launch --stage teacher` and `distill run` (hardware.launch) start it on several.
+    hardware: HardwareConfig | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict[str, Any]:
+        return omit_defaults(handler(self), self, ("hardware",))

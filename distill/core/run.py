@@ -35,6 +35,7 @@ class Run:
 
     # One process runs a stage here. DistributedRun (distill/launch.py) runs its body on every process
     # of an `accelerate launch` and overrides these three: only the main one touches the stage directory.
+    distributed = False  # True in a launched process: its stages never launch again
     def is_main_process(self) -> bool:
         return True
 
@@ -44,14 +45,24 @@ class Run:
     def manifest_extras(self) -> dict[str, Any]:
         return {}
 
-    def stage(self, name: str, subdir: str, settings: Any, inputs: list[dict], body: Callable[[Path], dict]) -> dict:
-        """Run `body(stage_dir)` unless a manifest with the same fingerprint exists; write the manifest."""
+    def stage(self, name: str, subdir: str, settings: Any, inputs: list[dict], body: Callable[[Path], dict],
+              launch: Callable[[], None] | None = None) -> dict:
+        """Run `body(stage_dir)` unless a manifest with the same fingerprint exists; write the manifest.
+
+        `launch`: run the stage in other processes instead (`accelerate launch`, which runs this same stage
+        with a DistributedRun and writes its manifest); this waits for them and returns that manifest."""
         stage_dir = self.dir / subdir
         fp = fingerprint(name, settings, [m["fingerprint"] for m in inputs])
         done = is_done(stage_dir, fp)
         if done:
             log.info("stage %s: reusing %s (fingerprint %s)", name, stage_dir, fp)
             return {**done, "cached": True}
+        if launch is not None:
+            launch()
+            done = is_done(stage_dir, fp)
+            if not done:
+                raise RuntimeError(f"stage {name}: the launched processes finished without a manifest in {stage_dir}")
+            return {**done, "cached": False}
         if self.is_main_process():
             started = read_json(stage_dir / STARTED)
             if started and started.get("fingerprint") != fp:

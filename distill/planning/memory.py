@@ -7,25 +7,30 @@ the embedding), 2/N on the GPU with the rest in CPU memory under ZeRO-3 offload.
 LoRA freezes the base (2 bytes per parameter, sharded like the weights above) and trains r·(d_in+d_out)
 per adapted matrix with 16 bytes each; QLoRA stores the adapted base matrices in NF4 with double
 quantisation (4.127 bits per parameter), embeddings and norms in bf16.
-Activations with gradient checkpointing: one bf16 hidden state per layer per token, plus one layer's
-activations and their gradients while it is recomputed. TRL's SFTTrainer (1.x) scores tokens through a
-tiled LM head, so the (tokens x vocabulary) logits are never materialised; a trainer that materialises
-them (`fused_logits=False`) adds 10 bytes per token per vocabulary entry (bf16 logits, fp32 copy, fp32 grad).
+Activations (distill/planning/activations.py, formula and sources there) with gradient checkpointing: one
+bf16 hidden state per layer per token, plus one layer's activations and their gradients while it is
+recomputed. TRL's trainers (1.16) score tokens through a tiled LM head, so the (tokens x vocabulary)
+logits are never materialised; a trainer that materialises them (`fused_logits=False`) adds 10 bytes per
+token per vocabulary entry (bf16 logits, fp32 copy, fp32 grad).
+GRPO (`grpo_memory`) is the same model states and a micro-batch of per_device_train_batch_size
+completions of prompt + max_completion_length tokens, plus the reference model when beta > 0 (bf16,
+sharded like the weights; LoRA uses the base with adapters off instead) and vLLM's share of each GPU in
+colocate mode unless sleep mode frees it while the trainer steps.
 A fit leaves 2.5 GiB of each GPU to the CUDA context, NCCL and cuBLAS and 10% to fragmentation.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from distill.core.hardware import GPU
+from distill.planning.activations import GiB, Activations, activations, grpo_micro_batch, micro_batch_activations
 from distill.planning.archs import Arch
 
-GiB = 1024**3
 RESERVED_GIB = 2.5  # CUDA context, NCCL buffers, cuBLAS workspace
 FRAGMENTATION = 1.10  # allocator slack on top of activations and working buffers
 NF4_BYTES = 4.127 / 8  # NF4 + double-quantised absmax (QLoRA paper: 0.127 bits of constants per parameter)
-LOGIT_BYTES = 2 + 4 + 4  # bf16 logits, their fp32 upcast for the loss, the fp32 gradient
 
 
 @dataclass
@@ -91,27 +96,56 @@ def sft_memory(arch: Arch, *, gpu: GPU, gpus: int, gpus_per_node: int, strategy:
         working = 2 * arch.block_params() * per_param + arch.vocab * arch.hidden * 2
 
     tokens = micro_batch * seq_len
-    h, kv, i = arch.hidden, arch.kv_heads * arch.hd, arch.intermediate
-    q = arch.heads * arch.hd
-    # bf16 tensors a block keeps for its backward pass, per token: norm inputs, q/k/v, attention output,
-    # projections' inputs, the MLP's gate, up, activation and product (flash/SDPA attention: no s^2 term)
-    per_token_layer = 2 * (4 * h + q + 2 * kv + q + 4 * i)
-    if gradient_checkpointing:
-        activations = arch.layers * tokens * h * 2 + 2 * tokens * per_token_layer
-    else:
-        activations = arch.layers * tokens * per_token_layer
-    # fused: one tile of 4096 tokens x 32768 vocabulary entries (fp32) and its gradient at a time
-    logits = 2 * 4096 * 32768 * 4 if fused_logits else tokens * arch.vocab * LOGIT_BYTES
-    activations *= FRAGMENTATION
+    act = activations(arch, tokens, gradient_checkpointing=gradient_checkpointing, fused_logits=fused_logits)
+    activations_b = (act.checkpoints_gib + act.recompute_gib) * GiB
+    logits = act.logits_gib * GiB
+    activations_b *= FRAGMENTATION
     logits *= FRAGMENTATION
     working *= FRAGMENTATION
 
-    total = weights + grads + optimizer + working + activations + logits + RESERVED_GIB * GiB
+    total = weights + grads + optimizer + working + activations_b + logits + RESERVED_GIB * GiB
     return SFTMemory(
         strategy=strategy, method=method, gpus=n, params=P, trainable=trainable, micro_batch_tokens=tokens,
         gradient_checkpointing=gradient_checkpointing, fused_logits=fused_logits,
         weights_gib=weights / GiB, grads_gib=grads / GiB, optimizer_gib=optimizer / GiB, working_gib=working / GiB,
-        activations_gib=activations / GiB, logits_gib=logits / GiB, reserved_gib=RESERVED_GIB,
+        activations_gib=activations_b / GiB, logits_gib=logits / GiB, reserved_gib=RESERVED_GIB,
         total_gib=total / GiB, capacity_gib=gpu.memory_gib, fits=total / GiB <= gpu.memory_gib,
         cpu_offload_gib_per_node=cpu / GiB, notes=notes,
     )
+
+
+@dataclass
+class GRPOMemory:
+    model: SFTMemory  # model states, gathered shards, this micro-batch's activations and logits tile, reserved
+    micro_batch: dict[str, Any]  # sequences, prompt_tokens, completion_tokens, gradient_checkpointing
+    activations: Activations  # the micro-batch's activations, before allocator slack
+    reference_gib: float
+    rollout_gib: float
+    total_gib: float
+    capacity_gib: float
+    fits: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def grpo_memory(arch: Arch, training_args: Mapping[str, Any], *, gpu: GPU, gpus: int = 1, gpus_per_node: int = 8,
+                strategy: str = "zero3", method: str = "full", lora_r: int = 16, lora_targets: list[str] | str = "all-linear",
+                prompt_tokens: int | None = None) -> GRPOMemory:
+    """Memory per GPU of a GRPO step under TRL 1.16 (`training_args`: GRPOConfig fields as the trainer gets them)."""
+    mb = grpo_micro_batch(training_args, **({"prompt_tokens": prompt_tokens} if prompt_tokens else {}))
+    model = sft_memory(arch, gpu=gpu, gpus=gpus, gpus_per_node=gpus_per_node, strategy=strategy, method=method, lora_r=lora_r,
+                       lora_targets=lora_targets, micro_batch=mb["sequences"], seq_len=mb["prompt_tokens"] + mb["completion_tokens"],
+                       gradient_checkpointing=mb["gradient_checkpointing"])
+    act = micro_batch_activations(arch, **mb)
+    notes = list(model.notes)
+    reference = 0.0
+    if float(training_args.get("beta") or 0) > 0 and method == "full":
+        reference = arch.params() * 2 / (gpus if strategy in ("zero3", "zero3-offload", "fsdp") else 1) / GiB
+    rollout = 0.0
+    if training_args.get("use_vllm") and training_args.get("vllm_mode", "colocate") == "colocate":
+        if training_args.get("vllm_enable_sleep_mode"):
+            notes.append("vLLM colocate with sleep mode: its weights and KV cache leave the GPU while the trainer steps")
+        else:
+            rollout = float(training_args.get("vllm_gpu_memory_utilization", 0.3)) * gpu.memory_gib
+    total = model.total_gib + reference + rollout
+    return GRPOMemory(model=model, micro_batch=mb, activations=act, reference_gib=reference, rollout_gib=rollout,
+                      total_gib=total, capacity_gib=gpu.memory_gib, fits=total <= gpu.memory_gib, notes=notes)

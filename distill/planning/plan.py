@@ -20,7 +20,7 @@ from typing import Any
 from distill.core.hardware import GPU, gpu_spec
 from distill.engines.factory import devices_per_engine
 from distill.planning.archs import Arch, arch_for
-from distill.planning.memory import GiB, sft_memory
+from distill.planning.memory import GiB, grpo_memory, sft_memory
 
 # Fractions of peak that real runs reach. MFU for SFT at long context with gradient checkpointing (model
 # FLOPs only, recompute not counted): ~0.35 for ZeRO-3/FSDP on H100s; CPU offload is bound by PCIe and
@@ -85,9 +85,13 @@ def plan_recipe(recipe, *, gpu: str | None = None, gpus: int | None = None, gpus
         tps, source = decode_tokens_per_s_per_gpu(teacher, gen_gpu, gpus_per_engine=per_engine, batch=batch, context=context), "roofline"
     gen_hours = out_tokens / tps / 3600
     engine_gpus = per_engine * v.data_parallel_size
+    if recipe.teacher.enabled and recipe.teacher.grpo.enabled:
+        out["stages"]["teacher:grpo"] = plan_grpo(recipe.teacher, gpu=gpu, gpus=gpus, gpus_per_node=gpus_per_node)
     out["stages"]["sample"] = {
         "teacher": teacher.name, "teacher_params_b": round(teacher.params() / 1e9, 2), "gpu": gen_gpu.name,
-        "gpus_per_engine": per_engine, "weights_gib_per_gpu": round(weights_per_gpu, 1),
+        "gpus_per_engine": per_engine, "nodes_per_engine": v.nodes_per_engine,
+        "executor": v.distributed_executor_backend or "vLLM default (one node)",
+        "weights_gib_per_gpu": round(weights_per_gpu, 1),
         "weights_fit": weights_per_gpu < gen_gpu.memory_gib * v.gpu_memory_utilization,
         "samples": samples, "output_tokens": out_tokens,
         "tokens_per_s_per_gpu": round(tps, 1), "throughput_source": source,
@@ -118,7 +122,7 @@ def plan_recipe(recipe, *, gpu: str | None = None, gpus: int | None = None, gpus
         mem = sft_memory(
             arch, gpu=g, gpus=n, gpus_per_node=per_node, strategy=hw.strategy, method=method,
             lora_r=st.lora.r, lora_targets=st.lora.target_modules, micro_batch=mb, seq_len=seq,
-            gradient_checkpointing=bool(ta.get("gradient_checkpointing", False)),
+            gradient_checkpointing=bool(ta.get("gradient_checkpointing", True)),  # TRL 1.16's SFTConfig default
         )
         epochs = float(ta.get("num_train_epochs", 1))
         tokens = sft_samples * per_sample * epochs
@@ -139,16 +143,65 @@ def plan_recipe(recipe, *, gpu: str | None = None, gpus: int | None = None, gpus
     return out
 
 
+def plan_grpo(teacher, *, gpu: str | None = None, gpus: int | None = None, gpus_per_node: int | None = None,
+              training_args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """GRPO's memory per GPU, activations of one micro-batch included, on `teacher.hardware` (when the recipe
+    has one; else the --gpu/--gpus flags, else one node of 8 H100s under ZeRO-3, said so in the plan).
+    `training_args`: the GRPOConfig fields as the trainer gets them (default: the recipe's, TRL's defaults
+    for the rest)."""
+    hw = getattr(teacher, "hardware", None)
+    g = gpu_spec(gpu) if gpu else gpu_spec(hw.gpu if hw else "H100-80GB")
+    n = gpus or (hw.gpus if hw else 8)
+    per_node = gpus_per_node or min(n, hw.gpus_per_node if hw else 8)
+    strategy = hw.strategy if hw else "zero3"
+    lora = teacher.grpo.lora
+    method = "qlora" if lora.enabled and lora.load_in_4bit else ("lora" if lora.enabled else "full")
+    arch = arch_for(teacher.model)
+    mem = grpo_memory(arch, teacher.grpo.training_args if training_args is None else training_args, gpu=g, gpus=n, gpus_per_node=per_node, strategy=strategy,
+                      method=method, lora_r=lora.r, lora_targets=lora.target_modules)
+    m = mem.model
+    return {
+        "model": arch.name, "params_b": round(arch.params() / 1e9, 2), "method": method, "gpu": g.name, "gpus": n,
+        "strategy": strategy, "hardware_source": "teacher.hardware" if hw and not (gpu or gpus) else ("flags" if gpu or gpus else "assumed"),
+        "micro_batch": mem.micro_batch, "micro_batch_tokens": m.micro_batch_tokens,
+        "activations_gib": round(mem.activations.total_gib, 2),  # before allocator slack: what grpo_activation_gib gives
+        "activations": {"checkpoints_gib": round(mem.activations.checkpoints_gib, 2), "recompute_gib": round(mem.activations.recompute_gib, 2),
+                        "logits_gib": round(mem.activations.logits_gib, 2)},
+        "memory": {"weights_gib": round(m.weights_gib, 2), "grads_gib": round(m.grads_gib, 2), "optimizer_gib": round(m.optimizer_gib, 2),
+                   "working_gib": round(m.working_gib, 2), "activations_gib": round(m.activations_gib, 2), "logits_gib": round(m.logits_gib, 2),
+                   "reference_gib": round(mem.reference_gib, 2), "rollout_gib": round(mem.rollout_gib, 2),
+                   "reserved_gib": m.reserved_gib, "total_gib": round(mem.total_gib, 2), "capacity_gib": mem.capacity_gib, "fits": mem.fits},
+        "notes": mem.notes,
+    }
+
+
+def _format_grpo(s: dict[str, Any]) -> list[str]:
+    m, mb = s["memory"], s["micro_batch"]
+    return [
+        "",
+        f"teacher:grpo  {s['model']} ({s['params_b']}B, {s['method']}) on {s['gpus']} x {s['gpu']}, {s['strategy']} ({s['hardware_source']})",
+        f"        micro-batch {mb['sequences']} completion(s) x ({mb['prompt_tokens']} + {mb['completion_tokens']}) = {s['micro_batch_tokens']:,} tokens: "
+        f"checkpoints {s['activations']['checkpoints_gib']:.1f} + recomputed layer(s) {s['activations']['recompute_gib']:.1f} + logit tile "
+        f"{s['activations']['logits_gib']:.1f} = {s['activations_gib']:.1f} GiB of activations (checkpointing {'on' if mb['gradient_checkpointing'] else 'off'})",
+        f"        per GPU: weights {m['weights_gib']:.1f} + grads {m['grads_gib']:.1f} + optimizer {m['optimizer_gib']:.1f} + gathered {m['working_gib']:.1f} "
+        f"+ activations {m['activations_gib']:.1f} + logits {m['logits_gib']:.1f} + reference {m['reference_gib']:.1f} + vLLM {m['rollout_gib']:.1f} "
+        f"+ reserved {m['reserved_gib']:.1f} = {m['total_gib']:.1f} of {m['capacity_gib']:.0f} GiB: {'fits' if m['fits'] else 'DOES NOT FIT'}",
+    ] + [f"        note: {x}" for x in s["notes"]]
+
+
 def format_plan(plan: dict[str, Any]) -> str:
     """A plain-text table of the plan (the JSON form has every number)."""
     a = plan["assumptions"]
     lines = [f"plan for recipe {plan['recipe']}",
              f"assumptions: {a['completion_tokens']:.0f} completion + {a['prompt_tokens']:.0f} prompt tokens per sample, "
              f"keep rate {a['keep_rate']}" + (f", MFU {a['mfu']}" if a["mfu"] else "")]
+    if "teacher:grpo" in plan["stages"]:
+        lines += _format_grpo(plan["stages"]["teacher:grpo"])
     g = plan["stages"]["sample"]
+    nodes = f" over {g['nodes_per_engine']} nodes ({g['executor']})" if g["nodes_per_engine"] > 1 else ""
     lines += [
         "",
-        f"sample  teacher {g['teacher']} ({g['teacher_params_b']}B) on {g['gpu']}, {g['gpus_per_engine']} GPU(s) per engine: "
+        f"sample  teacher {g['teacher']} ({g['teacher_params_b']}B) on {g['gpu']}, {g['gpus_per_engine']} GPU(s) per engine{nodes}: "
         f"weights {g['weights_gib_per_gpu']} GiB/GPU ({'fits' if g['weights_fit'] else 'DOES NOT FIT'})",
         f"        {g['samples']:,} samples x {a['completion_tokens']:.0f} tokens = {g['output_tokens']:.3g} tokens at "
         f"{g['tokens_per_s_per_gpu']} tok/s/GPU ({g['throughput_source']}): {g['gpu_hours']:,} GPU-hours "

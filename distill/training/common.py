@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,30 @@ def save_merged(model, tokenizer, out_dir: Path) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     return Path(out_dir)
+
+
+def save_trained(trainer, base_model: str, out_dir: Path) -> None:
+    """Save a trained model merged (student SFT, cold start, GRPO), called on every process. One process:
+    merge in memory. Several (accelerate launch): the Trainer gathers the ZeRO-3/FSDP shards into a full
+    state dict (or the adapter), and the main process merges it onto `base_model` and saves it."""
+    if trainer.accelerator.num_processes == 1:
+        save_merged(trainer.model, trainer.processing_class, out_dir)
+        return
+    gathered = out_dir.parent / f".{out_dir.name}.gathered"
+    trainer.save_model(str(gathered))  # collective: every rank takes part
+    trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.is_main_process:
+        from transformers import AutoModelForCausalLM  # heavy: only on the main process of a sharded run
+
+        if (gathered / "adapter_config.json").is_file():
+            from peft import PeftModel  # heavy: only for a gathered adapter
+
+            model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_model), str(gathered))
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(gathered))
+        save_merged(model, trainer.processing_class, out_dir)
+        shutil.rmtree(gathered, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
 
 
 def log_history(trainer) -> list[dict[str, Any]]:

@@ -10,14 +10,13 @@ so the loss covers the completion (the assistant turn) only, and the chat templa
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from distill.config.hardware import LoraConfig
 from distill.training.lint import TemplateLintError, lint_rows, stop_token_ids  # noqa: F401  (TemplateLintError re-exported)
-from distill.training.common import base_args, checkpoint_step, last_checkpoint, log_history, model_init_kwargs, peft_config, save_merged
+from distill.training.common import base_args, checkpoint_step, last_checkpoint, log_history, model_init_kwargs, peft_config, save_trained
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +118,7 @@ def train_sft(model_path: str, rows: list[dict], out_dir: Path, **kwargs) -> dic
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - t0
-    save_student(trainer, model_path, Path(out_dir))
+    save_trained(trainer, model_path, Path(out_dir))  # gathers ZeRO-3/FSDP shards when several processes train
     history = log_history(trainer)
     return {
         "train_seconds": round(seconds, 1),
@@ -131,26 +130,3 @@ def train_sft(model_path: str, rows: list[dict], out_dir: Path, **kwargs) -> dic
         "rows": len(rows),
         "lint": lint,
     }
-
-
-def save_student(trainer, base_model: str, out_dir: Path) -> None:
-    """Save the merged student. One process: merge in memory. Several (accelerate launch): the Trainer
-    gathers the ZeRO-3/FSDP shards into a full state dict (or the adapter), and the main process merges."""
-    if trainer.accelerator.num_processes == 1:
-        save_merged(trainer.model, trainer.processing_class, out_dir)
-        return
-    gathered = out_dir.parent / f".{out_dir.name}.gathered"
-    trainer.save_model(str(gathered))  # collective: every rank takes part
-    trainer.accelerator.wait_for_everyone()
-    if trainer.accelerator.is_main_process:
-        from transformers import AutoModelForCausalLM  # heavy: only on the main process of a sharded run
-
-        if (gathered / "adapter_config.json").is_file():
-            from peft import PeftModel  # heavy: only for a gathered adapter
-
-            model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_model), str(gathered))
-        else:
-            model = AutoModelForCausalLM.from_pretrained(str(gathered))
-        save_merged(model, trainer.processing_class, out_dir)
-        shutil.rmtree(gathered, ignore_errors=True)
-    trainer.accelerator.wait_for_everyone()
