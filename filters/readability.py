@@ -12,7 +12,7 @@ import re
 import polars as pl
 
 from distill.config.curate import CurateConfig
-from distill.core.schema import THINK_CLOSE, THINK_OPEN, split_think
+from distill.core.schema import PREFILL, THINK_CLOSE, THINK_OPEN, full_completion, split_think
 from filters.measure import Batch, Measure, tasks_of
 
 REASONING_TASKS = frozenset({"math", "code"})
@@ -86,14 +86,15 @@ def is_truncated(finish_reason: str | None, completion: str | None) -> bool:
 
 class Format(Measure):
     """truncated: cfg.reject_truncated and `truncated`. bad_think_format: cfg.require_think, task "math"
-    or "code" (default "math") and think_format set."""
+    or "code" (default "math") and think_format set. Both read the model's whole turn: the trace's
+    `prefill` (R1's template opens `<think>` in the prompt) followed by its completion."""
 
     name = "format"
     columns = {"think_format": pl.Utf8, "truncated": pl.Boolean}
     reasons = ("truncated", "bad_think_format")
 
     def score(self, batch: Batch) -> dict[str, pl.Series]:
-        completions = batch.completions
+        completions = [full_completion(c, p) for c, p in zip(batch.completions, batch.column(PREFILL))]
         return {
             "think_format": pl.Series([think_format(c, k) for c, k in zip(completions, batch.tasks)], dtype=pl.Utf8),
             "truncated": pl.Series(

@@ -4,6 +4,8 @@ A trace row carries (stages add columns, never drop rows):
   id, prompt_id, prompt, answer, task, language, source      -- the question and its references
   sample_index, model, completion, finish_reason,
   prompt_tokens, completion_tokens                            -- generation facts (stage `sample`)
+  prefill (only when the template prefills)                   -- text the rendered prompt ended with that
+                                                                 belongs to the model's turn ("<think>\n")
   correct (bool | null), verify_reason                        -- verdict (stage `verify`)
   score columns, reject_reason, reject_reasons                -- curation (stage `curate`)
 """
@@ -17,6 +19,11 @@ from dataclasses import dataclass
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
+# The column a trace's prefill lives in. `completion` is always what the model generated, untouched (its
+# tokens, finish_reason); the model's whole turn is `prefill + completion` (full_completion). The column
+# exists only where the teacher's template prefills, so traces of other templates stay as they were.
+PREFILL = "prefill"
+_PROBE = "2 + 2?"  # a user message used to read what a chat template appends for generation
 
 TASKS = ("math", "code", "general")
 
@@ -51,27 +58,49 @@ class ThinkSplit:
         return self.reasoning is not None
 
 
-def split_think(completion: str) -> ThinkSplit:
+def full_completion(completion: str | None, prefill: str | None = None) -> str:
+    """The model's whole turn: the prefilled text (from the prompt) followed by what it generated."""
+    return (prefill or "") + (completion or "")
+
+
+def split_think(completion: str, prefill: str | None = None) -> ThinkSplit:
     """Split a completion into its reasoning and its final answer.
 
-    Handles templates that prefill `<think>` in the prompt (the completion then starts inside the
-    block and only `</think>` appears), so format checks see what the model actually produced.
+    `prefill` is the text the prompt ended with inside the model's turn (the trace's `prefill` column):
+    the split is of `prefill + completion`. Without it, a completion holding `</think>` but no `<think>`
+    is still read as prefilled (older traces, templates detected nowhere), so format checks see what the
+    model actually produced.
     """
-    text = completion or ""
+    text = full_completion(completion, prefill)
     n_open = text.count(THINK_OPEN)
     n_close = text.count(THINK_CLOSE)
     if n_close == 0:
         return ThinkSplit(None, text.strip(), n_open, n_close, False)
     head, _, tail = text.partition(THINK_CLOSE)
-    prefilled = THINK_OPEN not in head
-    reasoning = head.split(THINK_OPEN, 1)[1] if not prefilled else head
+    prefilled = THINK_OPEN not in head or THINK_OPEN in (prefill or "")
+    reasoning = head.split(THINK_OPEN, 1)[1] if THINK_OPEN in head else head
     return ThinkSplit(reasoning.strip(), tail.strip(), n_open, n_close, prefilled)
 
 
-def format_ok(completion: str) -> bool:
+def format_ok(completion: str, prefill: str | None = None) -> bool:
     """Exactly one non-empty think block, then a non-empty answer (`<think>` may be prefilled)."""
-    s = split_think(completion)
+    s = split_think(completion, prefill)
     return s.has_think and s.n_close == 1 and s.n_open <= 1 and bool(s.reasoning) and bool(s.final)
+
+
+def generation_prefill(tokenizer, chat_template: str | None = None) -> str:
+    """What a chat template puts after the assistant header when generating, inside the model's turn:
+    "<think>\\n" for the DeepSeek-R1 / R1-Distill / QwQ templates, "" for most others (and without a template)."""
+    template = chat_template or getattr(tokenizer, "chat_template", None)
+    if tokenizer is None or not template:
+        return ""
+    gen = tokenizer.apply_chat_template([{"role": "user", "content": _PROBE}], tokenize=False, add_generation_prompt=True,
+                                        chat_template=chat_template)
+    tail = gen[gen.rfind(_PROBE) + len(_PROBE):]
+    i = tail.rfind(THINK_OPEN)
+    if i < 0 or THINK_CLOSE in tail[i:]:
+        return ""
+    return tail[i:]
 
 
 _WS = re.compile(r"\s+")

@@ -60,6 +60,8 @@ def generate_adaptive(
             stats["rows"] += st["rows"]
             stats["files"] |= st["files"]
             stats["engine"] = stats["engine"] or st["engine"]
+            if st.get("prefill"):
+                stats["prefill"] = st["prefill"]
             prefixes.append(prefix)
     # rounds a previous run planned beyond this one's (its earlier shards were regenerated differently)
     for p in Path(out_dir).iterdir():

@@ -25,6 +25,7 @@ from typing import Any, Callable
 import polars as pl
 
 from distill.core.progress import progress
+from distill.core.schema import generation_prefill
 from distill.core.storage import read_json
 from distill.engines.base import Engine, SamplingParams, stream_batches
 from distill.generation.ledger import ledger_append
@@ -90,13 +91,16 @@ def generate_traces(
         stats["engine"] = f"{engine.name} {getattr(engine, 'version', '')}".strip()
         if not getattr(engine, "reused", False):  # a shared engine already running was started once
             ledger_append(out_dir, {"event": "engine_start", "engine": stats["engine"], "seconds": round(started, 3)})
+        prefill = engine_prefill(engine)
+        if prefill:  # R1's template opens the think block in the prompt: the traces keep it (column `prefill`)
+            stats["prefill"] = prefill
         try:
             batches = (s.requests(system_prompt) for s in todo)
             t0 = last = time.perf_counter()
             bar = progress(sum(len(s.expected) for s in todo), desc or f"sample {out_dir.name}", unit="samples")
             for b, results in stream_batches(engine, batches, params):
                 shard = todo[b]
-                table, tok = assemble_shard(shard, results, params, model_label, context)
+                table, tok = assemble_shard(shard, results, params, model_label, context, prefill)
                 entry = write_shard(shard, table)
                 now = time.perf_counter()
                 # wall time since the previous shard finished: with streaming engines shards overlap,
@@ -122,12 +126,20 @@ def generate_traces(
     return stats
 
 
+def engine_prefill(engine: Engine) -> str:
+    """The text the engine's rendered prompts end with inside the model's turn ("<think>\\n" for R1's
+    template), read from its tokenizer and chat template; "" when it renders none itself (an HTTP
+    engine's `chat` endpoint: the server renders)."""
+    return generation_prefill(getattr(engine, "tokenizer", None), getattr(engine, "chat_template", None))
+
+
 class _Borrowed:
     """A pass's view of a shared engine: closing it ends the pass, not the engine."""
 
     def __init__(self, engine: Engine, reused: bool = True):
         self._engine, self.name, self.version = engine, engine.name, getattr(engine, "version", "")
         self.reused = reused  # False on the call that started it: only that one's start time is real
+        self.tokenizer, self.chat_template = getattr(engine, "tokenizer", None), getattr(engine, "chat_template", None)
         if hasattr(engine, "stream"):
             self.stream = engine.stream
 

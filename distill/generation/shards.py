@@ -20,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
-from distill.core.schema import content_id
+from distill.core.schema import PREFILL, content_id
 from distill.core.storage import file_sha256, read_json, write_json, write_parquet
 from distill.engines.base import Request, SamplingParams
 
@@ -105,8 +105,12 @@ def plan_shards(prompts: pl.DataFrame, out_dir: Path, prefix: str, shard_size: i
     return shards
 
 
-def assemble_shard(shard: Shard, results, params: SamplingParams, model_label: str, context: dict) -> tuple[pl.DataFrame, dict]:
-    """The shard's table (trace columns, then the prompts' other columns) in expected-id order, and its tokens."""
+def assemble_shard(shard: Shard, results, params: SamplingParams, model_label: str, context: dict,
+                   prefill: str = "") -> tuple[pl.DataFrame, dict]:
+    """The shard's table (trace columns, then the prompts' other columns) in expected-id order, and its tokens.
+
+    `prefill`: what the rendered prompt ended with inside the model's turn (R1's "<think>\\n"); when not
+    empty it is kept in a `prefill` column after the trace columns, so later stages see the whole turn."""
     offsets = dict(zip(shard.prompts["prompt_id"], _offsets(shard.prompts)))
     rows = []
     prompt_tokens = 0
@@ -130,6 +134,8 @@ def assemble_shard(shard: Shard, results, params: SamplingParams, model_label: s
     gen = pl.DataFrame(rows, schema=TRACE_SCHEMA)
     extra = [c for c in shard.prompts.columns if c not in ("prompt_id", OFFSET)]
     table = shard.prompts.select(["prompt_id", *extra]).join(gen, on="prompt_id", how="inner").select(list(TRACE_SCHEMA) + extra)
+    if prefill:
+        table = table.insert_column(len(TRACE_SCHEMA), pl.Series(PREFILL, [prefill] * table.height, dtype=pl.Utf8))
     order = {k: n for n, k in enumerate(shard.expected)}
     table = table.sort(pl.col("id").replace_strict(order, default=len(order), return_dtype=pl.Int64))
     if table["id"].to_list() != shard.expected:

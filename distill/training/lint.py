@@ -188,6 +188,10 @@ def lint_rows(
         prefilled = prompt_text.rstrip().endswith(THINK_OPEN)
         assistant_part = tokenizer.decode(ids[tok.prefix:])
         # 1. think tags survive rendering (a prefilled `<think>` is in the prompt the model sees)
+        if split.reasoning and THINK_OPEN not in content and not prefilled:
+            fail(f"the assistant turn holds {THINK_CLOSE!r} but no {THINK_OPEN!r}, and the student's template does not "
+                 f"prefill {THINK_OPEN!r}: the teacher's template opened the block in its prompt and the trace lost it "
+                 "(traces keep it in their `prefill` column; merge puts it back in front of the completion)")
         if THINK_OPEN in content and THINK_OPEN not in assistant_part and not prefilled:
             fail(f"the chat template drops {THINK_OPEN!r} from the assistant turn")
         if assistant_part.count(THINK_CLOSE) < content.count(THINK_CLOSE):
