@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
+from distill.config.curate import SFT_DEFAULT_MAX_LENGTH, with_sft_length
 from distill.core.models import resolve_model
 from distill.core.run import Run, installed_versions, model_label
 from distill.core.storage import file_sha256, read_manifest, read_table, write_json, write_parquet
@@ -179,14 +180,18 @@ def verify_stage(run: Run, sample_m: dict) -> dict:
 
 
 def curate_stage(run: Run, verify_m: dict) -> dict:
+    # traces longer than the shortest student's SFT max_length are dropped here (too_long_for_sft), not cut by SFT
+    cfg = with_sft_length(run.recipe.curate, [s.training_args.get("max_length", SFT_DEFAULT_MAX_LENGTH) for s in run.recipe.students])
+
     def body(d: Path) -> dict:
         # streams in batches over worker processes: flat memory at any size (filters/streaming.py)
-        funnel = curate_file(_input(run, "verify", "traces.parquet"), d, run.recipe.curate)
+        funnel = curate_file(_input(run, "verify", "traces.parquet"), d, cfg)
         files = {f"{part}.parquet": {"rows": funnel[part], "sha256": file_sha256(d / f"{part}.parquet")} for part in ("kept", "rejected")}
         return {"rows_in": funnel["rows_in"], "rows_out": funnel["kept"], "files": files, "funnel": funnel,
-                "settings": run.recipe.curate.model_dump(mode="json")}
+                "settings": cfg.model_dump(mode="json")}
 
-    return run.stage("curate", SUBDIRS["curate"], run.recipe.section_hash("curate"), [verify_m], body)
+    settings = run.recipe.section_hash("curate")
+    return run.stage("curate", SUBDIRS["curate"], [settings, cfg.max_sft_tokens] if cfg.max_sft_tokens else settings, [verify_m], body)
 
 
 def select_stage(run: Run, verify_m: dict, curate_m: dict) -> dict:

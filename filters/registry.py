@@ -17,6 +17,7 @@ from filters.language import Language
 from filters.measure import Measure
 from filters.readability import Format, Readability
 from filters.repetition import Repetition
+from filters.sft_length import SFTLength
 
 MEASURE_TYPES: tuple[type[Measure], ...] = (
     Decontam,
@@ -25,6 +26,7 @@ MEASURE_TYPES: tuple[type[Measure], ...] = (
     Repetition,
     Chaos,
     Readability,
+    SFTLength,
     Correctness,
     Dedup,
 )

@@ -15,7 +15,7 @@ from filters.scoring import Scorer, rules
 # The primary-reason precedence curation has always had; a change here changes which reason a row reports.
 PRECEDENCE = [
     "contaminated", "truncated", "bad_think_format", "wrong_language", "language_mixing", "repetition", "chaotic",
-    "long_paragraph", "too_long", "too_short", "incorrect", "unverifiable", "duplicate", "near_duplicate",
+    "long_paragraph", "too_long", "too_short", "too_long_for_sft", "incorrect", "unverifiable", "duplicate", "near_duplicate",
 ]  # fmt: skip
 
 ROWS = pl.DataFrame(
@@ -53,10 +53,12 @@ def test_every_measure_keeps_the_contract(kind: type[Measure]):
 
 def test_rules_name_only_registered_reasons_and_switches_turn_them_off():
     scored = Scorer().score(ROWS)
-    assert set(rules(scored, CurateConfig())) == set(REASONS) - {"duplicate", "near_duplicate", "too_short"}
+    # too_long_for_sft is off until the curate stage gives the students' SFT length
+    assert set(rules(scored, CurateConfig())) == set(REASONS) - {"duplicate", "near_duplicate", "too_short", "too_long_for_sft"}
     off = CurateConfig(reject_truncated=False, require_think=False, reject_incorrect=False, max_completion_tokens=None)
     assert set(rules(scored, off)) == set(REASONS) - {
-        "truncated", "bad_think_format", "incorrect", "unverifiable", "too_long", "too_short", "duplicate", "near_duplicate",
+        "truncated", "bad_think_format", "incorrect", "unverifiable", "too_long", "too_short", "too_long_for_sft", "duplicate",
+        "near_duplicate",
     }  # fmt: skip
     for kind in MEASURE_TYPES:
         assert set(kind.reject(scored, CurateConfig())) <= set(kind.reasons)

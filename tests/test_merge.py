@@ -130,10 +130,14 @@ def test_same_seed_same_mix_and_datasets_loads(tmp_path):
 def test_upsamples_when_the_pool_is_small(tmp_path):
     src = tmp_path / "nr.jsonl"
     src.write_text('{"prompt": "Hi", "response": "Hello! How are you doing today?", "category": "writing"}\n')
-    df, mix = merge(KEPT, MergeConfig(non_reasoning=[MergeSource(path=str(src))], non_reasoning_fraction=0.5))
+    # without a cap (merge.max_repeat: null) the one row is repeated up to the token share
+    df, mix = merge(KEPT, MergeConfig(non_reasoning=[MergeSource(path=str(src))], non_reasoning_fraction=0.5, max_repeat=None))
     nr = df.filter(pl.col("kind") == "non_reasoning")
     assert nr.height > 20 and sorted(set(nr["copy"])) == list(range(nr.height))
     assert abs(mix["non_reasoning_fraction"]["actual"] - 0.5) < 0.01
+    # the default cap: 4 copies, the rest reported as a shortfall (tests/test_scale_data.py)
+    df, mix = merge(KEPT, MergeConfig(non_reasoning=[MergeSource(path=str(src))], non_reasoning_fraction=0.5))
+    assert df.filter(pl.col("kind") == "non_reasoning").height == 4 and mix["shortfall_tokens"] > 0
 
 
 def test_bad_rows_are_dropped_with_reasons_and_bad_sources_named(tmp_path):

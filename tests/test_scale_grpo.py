@@ -46,10 +46,12 @@ def test_every_grpo_recipe_fits_its_gpus(path):
     # latter gradient_accumulation_steps by default) holds whole groups of num_generations, per process too
     per_process = args["per_device_train_batch_size"] * args.get("gradient_accumulation_steps", 1)
     assert per_process % args["num_generations"] == 0
-    # the whole step on the GPUs the recipe's comment names (2 training nodes for the 32B, 1 node for the 7B)
-    gpus = 16 if "32b" in path.stem else 8
-    mem = grpo_memory(arch, args, gpu=h100, gpus=gpus, strategy="zero3")
-    assert mem.fits, (path.stem, mem.total_gib)
+    # the whole step on the recipe's teacher.hardware (2 training nodes for the 32B), else one node of 8
+    stage = plan_recipe(recipe)["stages"]["teacher:grpo"]
+    assert stage["memory"]["fits"], (path.stem, stage["memory"])
+    assert stage["gpus"] == (16 if "32b" in path.stem else 8)
+    mem = grpo_memory(arch, args, gpu=h100, gpus=stage["gpus"], strategy="zero3")
+    assert mem.total_gib == pytest.approx(stage["memory"]["total_gib"], abs=0.01)
 
 
 def test_the_old_32b_micro_batch_is_refused_by_the_plans(capsys):
@@ -58,9 +60,10 @@ def test_the_old_32b_micro_batch_is_refused_by_the_plans(capsys):
     arch = arch_for(old.teacher.model)
     assert grpo_activations(arch, old.teacher.grpo.training_args).total_gib > 80
     # distill plan: the teacher's GRPO stage counts the activations and does not fit even on 16 GPUs
-    stage = plan_recipe(old, gpus=16)["stages"]["teacher:grpo"]
+    stage = plan_recipe(old)["stages"]["teacher:grpo"]
+    assert stage["hardware_source"] == "teacher.hardware" and stage["gpus"] == 16
     assert not stage["memory"]["fits"] and stage["activations_gib"] > 80
-    assert plan_recipe(load_recipe(path), gpus=16)["stages"]["teacher:grpo"]["memory"]["fits"]
+    assert plan_recipe(load_recipe(path))["stages"]["teacher:grpo"]["memory"]["fits"]
     # distill teacher --plan: an error naming the field
     assert main(["teacher", "--plan", "--config", str(path), *OLD_32B]) == 2
     out = capsys.readouterr().out
@@ -70,7 +73,7 @@ def test_the_old_32b_micro_batch_is_refused_by_the_plans(capsys):
 
 
 def test_distill_plan_prints_the_grpo_stage(capsys):
-    assert main(["plan", str(ROOT / "recipes" / "r1-qwen2.5-32b.yaml"), "--gpus", "16"]) == 0
+    assert main(["plan", str(ROOT / "recipes" / "r1-qwen2.5-32b.yaml")]) == 0
     out = capsys.readouterr().out
     assert "teacher:grpo" in out and "GiB of activations" in out and "fits" in out
 

@@ -87,5 +87,21 @@ class CurateConfig(Section):
     # length in tokens: `completion_tokens` where the row has it, else an estimate (UTF-8 bytes / 4)
     max_completion_tokens: int | None = Field(32768, ge=1)  # R1's generation limit
     min_completion_tokens: int | None = Field(None, ge=0)
+    # "too_long_for_sft": prompt + completion (+ template) over this many tokens, which SFT would cut (answer and
+    # EOS lost). The curate stage sets the smallest student max_length (with_sft_length); None: no check.
+    max_sft_tokens: int | None = Field(None, ge=1, exclude_if=lambda v: v is None)
     dedup: DedupConfig = DedupConfig()
     decontam: DecontamConfig = DecontamConfig()
+
+
+SFT_DEFAULT_MAX_LENGTH = 1024  # TRL 1.16 SFTConfig.max_length, for a student that sets none
+
+
+def with_sft_length(cfg: CurateConfig, max_lengths: list[int | None]) -> CurateConfig:
+    """`cfg` with max_sft_tokens set to the smallest of the students' SFT max_length (None in the list: TRL's
+    default; an explicit `max_length: null` in training_args means no truncation and is skipped), unless the
+    recipe set max_sft_tokens itself."""
+    if cfg.max_sft_tokens is not None or not max_lengths:
+        return cfg
+    limits = [n for n in max_lengths if n is not None]
+    return cfg.model_copy(update={"max_sft_tokens": min(limits)}) if limits else cfg

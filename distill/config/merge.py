@@ -100,11 +100,16 @@ class MergeConfig(Section):
     non_reasoning: list[MergeSource] = Field(
         default_factory=lambda: [MergeSource(path="data/non_reasoning.jsonl")]
     )
-    # Token share of non-reasoning rows in the merged set (R1: ~200k of ~800k samples, 3:1).
+    # Token share of non-reasoning rows in the merged set. R1's ~200k of ~800k is a share of SAMPLES (3:1), which
+    # by tokens is only a few percent (README, merge).
     non_reasoning_fraction: float = Field(0.25, ge=0, lt=1)
     # None: every reasoning token once (reweighted across categories/sources), non-reasoning sized to the
     # fraction; a number: both sides resampled to total_tokens.
     total_tokens: int | None = Field(None, ge=1)
+    # A bucket (kind, category, source) is upsampled to at most this many times its tokens; beyond it rows are not
+    # made and the mix reports the shortfall (48 bundled rows against a 600k-trace set would repeat ~10^5 times).
+    # None: no cap. Default 4 (left out of the dump, and so of the stage hashes, at 4).
+    max_repeat: int | None = Field(4, ge=1, exclude_if=lambda v: v == 4)
     weights: KindWeights = KindWeights()
     count: Literal["completion", "sequence"] = "completion"  # trained tokens, or the whole rendered row
     max_tokens: int | None = Field(None, ge=1)  # longer rows (rendered) are dropped: SFT would cut their answer

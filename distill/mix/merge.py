@@ -149,10 +149,13 @@ def mix_by_tokens(
     total_tokens: int | None = None,
     weights: KindWeights | None = None,
     seed: int = 0,
+    max_repeat: int | None = None,
 ) -> tuple[list[dict], list[dict], dict]:
     """(chosen rows with `copy`, dropped rows with `drop_reason`, mix table). Rows need kind, category,
     source and tokens. Without total_tokens, reasoning keeps its tokens (reweighted when weights are
-    given) and non-reasoning is sized to the fraction; with it, both sides are resampled to it."""
+    given) and non-reasoning is sized to the fraction; with it, both sides are resampled to it.
+    `max_repeat` caps a bucket's upsampling at that many times its tokens (merge.max_repeat): the copies
+    beyond it are not made, and the shortfall is in the table (`shortfall_tokens`) and the warnings."""
     weights = weights or KindWeights()
     f = non_reasoning_fraction
     buckets: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
@@ -188,7 +191,11 @@ def mix_by_tokens(
     chosen, dropped, table = [], [], []
     for b in sorted(buckets):
         rs, target = buckets[b], bucket_target.get(b, 0.0)
-        mult = _fill(rs, target, random.Random(content_id(seed, *b)))
+        made = min(target, float(max_repeat * avail[b])) if max_repeat is not None else target
+        if made < target:
+            warnings.append(f"{'/'.join(b)}: upsampling capped at {max_repeat}x its {avail[b]:,} tokens (merge.max_repeat): "
+                            f"{target - made:,.0f} of {target:,.0f} target tokens not made; add rows or raise the cap")
+        mult = _fill(rs, made, random.Random(content_id(seed, *b)))
         for r, m in zip(rs, mult):
             if m == 0:
                 dropped.append({**r, "drop_reason": "downsampled" if target > 0 else "zero_weight"})
@@ -197,7 +204,7 @@ def mix_by_tokens(
             "kind": b[0], "category": b[1], "source": b[2],
             "rows_available": len(rs), "tokens_available": avail[b],
             "rows": sum(mult), "unique_rows": sum(1 for m in mult if m), "tokens": sum(r["tokens"] * m for r, m in zip(rs, mult)),
-            "target_tokens": target,
+            "target_tokens": target, "shortfall_tokens": round(target - made, 1),
         })
     random.Random(seed).shuffle(chosen)
 
@@ -211,7 +218,8 @@ def mix_by_tokens(
     def group(keyf) -> dict[str, dict]:
         out: dict[str, dict] = {}
         for t in table:
-            g = out.setdefault(keyf(t), {"rows": 0, "tokens": 0, "rows_available": 0, "tokens_available": 0, "target_tokens": 0.0})
+            g = out.setdefault(keyf(t), {"rows": 0, "tokens": 0, "rows_available": 0, "tokens_available": 0, "target_tokens": 0.0,
+                                         "shortfall_tokens": 0.0})
             for key in g:
                 g[key] += t[key]
         for g in out.values():
@@ -229,6 +237,8 @@ def mix_by_tokens(
         "tokens": total,
         "non_reasoning_fraction": {"target": f, "actual": round(by_kind.get("non_reasoning", {}).get("tokens", 0) / total, 5) if total else 0.0},
         "total_tokens_target": total_tokens,
+        "max_repeat": max_repeat,
+        "shortfall_tokens": round(sum(t["shortfall_tokens"] for t in table), 1),  # target tokens the cap left unmade
         "reasoning_rows": by_kind.get("reasoning", {}).get("rows", 0),
         "non_reasoning_rows": by_kind.get("non_reasoning", {}).get("rows", 0),
         "by_kind": by_kind,
@@ -280,7 +290,8 @@ def build_sft_set(
         rows = [r for r, o in zip(rows, over) if not o]
     try:
         chosen, mixed_out, mix = mix_by_tokens(
-            rows, non_reasoning_fraction=cfg.non_reasoning_fraction, total_tokens=cfg.total_tokens, weights=cfg.weights, seed=cfg.seed
+            rows, non_reasoning_fraction=cfg.non_reasoning_fraction, total_tokens=cfg.total_tokens, weights=cfg.weights, seed=cfg.seed,
+            max_repeat=cfg.max_repeat,
         )
     except ValueError as e:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(Counter(d["drop_reason"] for d in dropped).items()))
