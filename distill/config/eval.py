@@ -48,7 +48,10 @@ class EvalConfig(Section):
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(256, ge=1)
     seed: int = 0
-    include_teacher: bool = True
+    # score the teacher too. None (the default): only when the pipeline trains it (teacher.enabled);
+    # an existing teacher (DeepSeek-R1, 671B) is not loaded for eval unless this says true. A loaded
+    # recipe holds the resolved value (Recipe), so manifests and fingerprints record what ran.
+    include_teacher: bool | None = None
     # also score the model GRPO started from (the cold-start checkpoint, or the base for R1-Zero) and
     # report the teacher after RL minus before, paired over the same prompts (report.md, report.json)
     include_teacher_before_rl: bool = True

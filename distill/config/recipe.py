@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from distill.config.base import RecipeError, Section, duplicates
 from distill.config.curate import CurateConfig
@@ -52,6 +52,13 @@ class Recipe(Section):
         if dup:
             raise ValueError(f"duplicate student name(s): {', '.join(dup)}")
         return v
+
+    @model_validator(mode="after")
+    def _eval_teacher(self) -> "Recipe":
+        # eval.include_teacher unset: score the teacher only when the pipeline trains it (not a 671B R1 as-is)
+        if self.eval.include_teacher is None:
+            self.eval.include_teacher = self.teacher.enabled
+        return self
 
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir) if self.run_dir else Path("runs") / self.name

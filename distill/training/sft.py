@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from distill.config.hardware import LoraConfig
+from distill.config.students import RopeSettings
 from distill.training.lint import TemplateLintError, lint_rows, stop_token_ids  # noqa: F401  (TemplateLintError re-exported)
 from distill.training.common import base_args, checkpoint_step, last_checkpoint, log_history, model_init_kwargs, peft_config, save_trained
+from distill.training.student import resolve_chat_template, rope_init_kwargs, stamp_eos, turn_end_token
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +38,37 @@ def build_sft_trainer(
     defaults: dict[str, Any] | None = None,
     seed: int = 0,
     chat_template: str | None = None,
+    rope: RopeSettings | None = None,
 ):
-    """Lint the template on a sample of each kind of row, then build TRL's SFTTrainer."""
+    """Lint the template on a sample of each kind of row, then build TRL's SFTTrainer.
+
+    `chat_template` is a student's setting (Jinja, a file, a folder or a model to borrow it from:
+    distill.training.student). Unless the training args name an `eos_token`, the token that ends an
+    assistant turn in the template becomes the EOS (Qwen2.5 base: `<|im_end|>`, not `<|endoftext|>`).
+    `rope` sets the RoPE base and context length when the model loads."""
     # heavy: datasets, transformers and TRL load only when a model trains
     import datasets
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
+    chat_template = resolve_chat_template(chat_template)
     if chat_template:
         tokenizer.chat_template = chat_template
+    if not tokenizer.chat_template and rows and not isinstance(rows[0]["prompt"], str):
+        raise ValueError(f"{model_path} has no chat template: set the student's chat_template (e.g. a model to borrow it from)")
     args = base_args(Path(out_dir).parent / f".{Path(out_dir).name}.checkpoints", seed)
     args.update({"per_device_train_batch_size": 8, "learning_rate": 2e-4, "num_train_epochs": 1, "max_length": 512})
     args.update(defaults or {})
     args.update(training_args)
     args["completion_only_loss"] = True  # the loss covers the assistant turn only, whatever the recipe says
     # dtype (and QLoRA's quantisation) first; the recipe's own keys (attn_implementation, ...) win
-    args["model_init_kwargs"] = model_init_kwargs() | quantization_kwargs(lora) | dict(args.get("model_init_kwargs") or {})
+    args["model_init_kwargs"] = (model_init_kwargs() | quantization_kwargs(lora) | rope_init_kwargs(model_path, rope)
+                                 | dict(args.get("model_init_kwargs") or {}))
+    turn_end = turn_end_token(tokenizer) if tokenizer.chat_template else None
+    if not args.get("eos_token") and turn_end and turn_end != tokenizer.eos_token:
+        log.info("sft: the template ends assistant turns with %s, not EOS %s: training with eos_token %s", turn_end, tokenizer.eos_token, turn_end)
+        args["eos_token"] = turn_end
     if args.get("eos_token"):  # SFTTrainer sets it on the tokenizer; lint what will be trained
         tokenizer.eos_token = args["eos_token"]
     # before anything trains: every kind of row, rendered and masked as the trainer will
@@ -64,6 +80,7 @@ def build_sft_trainer(
             tokenizer, rows, completion_only_loss=True, assistant_only_loss=bool(args.get("assistant_only_loss")),
             max_length=args.get("max_length"), stop_ids=stop_token_ids(tokenizer, model_path), seed=seed,
         )
+    lint["eos_token"] = tokenizer.eos_token
     trainer = SFTTrainer(
         model=model_path,
         args=SFTConfig(**args),
@@ -118,6 +135,7 @@ def train_sft(model_path: str, rows: list[dict], out_dir: Path, **kwargs) -> dic
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - t0
+    stamp_eos(trainer.model, trainer.processing_class)  # the turn-ending EOS in config and generation_config
     save_trained(trainer, model_path, Path(out_dir))  # gathers ZeRO-3/FSDP shards when several processes train
     history = log_history(trainer)
     return {
