@@ -16,6 +16,7 @@ R1-Zero template) or a ready `completion`. They come from:
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,9 @@ def load_examples(path: str) -> list[dict]:
 
 
 def collect(cfg: ColdStartConfig, template: Template, *, seed: int, exclude: set[str], model: str | None = None,
-            prompts: pl.DataFrame | None = None) -> list[dict]:
-    """Cold-start rows {prompt, answer, reasoning, summary, completion, language} from the configured source."""
+            prompts: pl.DataFrame | None = None, stats: dict | None = None) -> list[dict]:
+    """Cold-start rows {prompt, answer, reasoning, summary, completion, language} from the configured source
+    (`stats` receives the few-shot generation's rounds)."""
     if cfg.source == "demo_arithmetic":
         rows = []
         for r in demo_task.cold_start_rows(cfg.n_examples, seed, exclude):
@@ -79,7 +81,7 @@ def collect(cfg: ColdStartConfig, template: Template, *, seed: int, exclude: set
         ds = datasets.load_dataset(cfg.path, cfg.hf_config, split=cfg.split)
         rows = _normalise(pl.from_arrow(ds.data.table), cfg, f"hf:{cfg.path}")
     else:
-        rows = generate_fewshot(cfg, template, model=model, prompts=prompts, seed=seed)
+        rows = generate_fewshot(cfg, template, model=model, prompts=prompts, seed=seed, stats=stats)
     return rows[: cfg.n_examples]
 
 
@@ -116,48 +118,87 @@ R1_ZERO_CHAT_TEMPLATE = (
 )
 
 
-def generate_fewshot(cfg: ColdStartConfig, template: Template, *, model: str | None, prompts: pl.DataFrame | None, seed: int) -> list[dict]:
-    """Sample answers to the training prompts with a few examples in context; keep the good ones."""
+# Few-shot generation runs in rounds over a seeded order of the training prompts until n_examples are
+# kept: round 1 asks n_examples prompts, later rounds what is missing divided by the keep rate so far
+# (twice the last round when nothing was kept yet). At most this many rounds; the metrics list them.
+MAX_FEWSHOT_ROUNDS = 8
+ROUND_MARGIN = 1.2  # later rounds ask this much more than the keep rate says is needed
+
+
+def _keep_one(res, p: dict, template: Template, accuracy: Accuracy, min_lang_share: float) -> dict | None:
+    """The first of a prompt's samples that stopped, verifies, has the template's format and the prompt's
+    language, as a cold-start row (its completion the whole turn, prefill included); None if none does."""
+    texts = [c.text for c in res.completions if c.finish_reason == "stop"]
+    if not texts:
+        return None
+    scores = accuracy(texts, answer=[p["answer"]] * len(texts), task=[p.get("task")] * len(texts))
+    for text, score in zip(texts, scores):
+        # the prompt ended with the prefill (Template.generation_template), so the text is what followed it
+        if score != 1.0 or not template.format_ok(text):
+            continue
+        full = template.produced(text)
+        share = language_measures([full], [p["prompt"]], [p.get("language")])["target_lang_share"][0]
+        if share < min_lang_share:
+            continue
+        return {"prompt": p["prompt"], "answer": p["answer"], "reasoning": None, "summary": None, "completion": full,
+                "language": p.get("language")}
+    return None
+
+
+def generate_fewshot(cfg: ColdStartConfig, template: Template, *, model: str | None, prompts: pl.DataFrame | None, seed: int,
+                     stats: dict | None = None) -> list[dict]:
+    """Sample answers to training prompts with a few examples in context, in rounds until n_examples are
+    kept (one trace per prompt, a varied set); `stats` receives the rounds."""
     fs = cfg.fewshot
     if prompts is None or prompts.height == 0:
         raise ValueError("teacher.cold_start.source fewshot needs training prompts")
     examples = load_examples(fs.examples)[: fs.shots]
     if len(examples) < fs.shots or not all(e["reasoning"] and e["summary"] for e in examples):
         raise ValueError(f"{fs.examples}: needs {fs.shots} rows with reasoning and summary for few-shot prompting")
-    chat_template = None
+    path = resolve_model(fs.model or model)
     if template.kind == "r1_zero":
         preamble = R1_ZERO_TEMPLATE.split(" User:")[0]
-        template = Template("r1_zero", template.answer_format, prefill=template.prefill, system_prompt=preamble)
-        chat_template = R1_ZERO_CHAT_TEMPLATE
-    requests = [Request(str(r["prompt_id"]), _fewshot_messages(examples, template, r["prompt"])) for r in prompts.iter_rows(named=True)]
-    engine = engine_for(fs, resolve_model(fs.model or model), seed=seed, chat_template=chat_template)
+        template = Template("r1_zero", template.answer_format, prefill=template.prefill, render_prefill=template.render_prefill,
+                            system_prompt=preamble)
+        chat_template = template.generation_template(R1_ZERO_CHAT_TEMPLATE)
+    elif template.prefill and template.render_prefill:
+        from transformers import AutoTokenizer  # heavy: only to read the model's template for a rendered prefill
+
+        chat_template = template.generation_template(AutoTokenizer.from_pretrained(path).chat_template)
+    else:
+        chat_template = None
+    order = prompts.sample(fraction=1.0, shuffle=True, seed=seed).to_dicts()
+    params = SamplingParams.from_section(fs, n=fs.samples_per_prompt, seed=seed)
+    accuracy = Accuracy(template)
+    kept: list[dict] = []
+    rounds: list[dict] = []
+    used, size = 0, 0
+    engine = engine_for(fs, path, seed=seed, chat_template=chat_template)
     try:
-        results = engine.generate(requests, SamplingParams.from_section(fs, n=fs.samples_per_prompt, seed=seed))
+        while len(kept) < cfg.n_examples and used < len(order) and len(rounds) < MAX_FEWSHOT_ROUNDS:
+            need = cfg.n_examples - len(kept)
+            if not rounds:
+                size = need
+            elif kept:
+                size = math.ceil(need * used / len(kept) * ROUND_MARGIN)
+            else:
+                size *= 2
+            batch = order[used : used + size]
+            used += len(batch)
+            requests = [Request(str(p["prompt_id"]), _fewshot_messages(examples, template, p["prompt"])) for p in batch]
+            results = engine.generate(requests, params)
+            by_id = {str(p["prompt_id"]): p for p in batch}
+            got = [row for res in results if (row := _keep_one(res, by_id[res.request_id], template, accuracy, fs.min_lang_share))]
+            kept += got[:need]
+            rounds.append({"prompts": len(batch), "samples": sum(len(r.completions) for r in results), "kept": len(got[:need])})
     finally:
         engine.close()
-    by_id = {str(r["prompt_id"]): r for r in prompts.iter_rows(named=True)}
-    accuracy = Accuracy(template)
-    kept, seen = [], 0
-    for res in results:
-        p = by_id[res.request_id]
-        texts = [c.text for c in res.completions if c.finish_reason == "stop"]
-        seen += len(res.completions)
-        if not texts:
-            continue
-        scores = accuracy(texts, answer=[p["answer"]] * len(texts), task=[p.get("task")] * len(texts))
-        for text, score in zip(texts, scores):
-            if score != 1.0 or not template.format_ok(text):
-                continue
-            full = template.produced(text)
-            share = language_measures([full], [p["prompt"]], [p.get("language")])["target_lang_share"][0]
-            if share < fs.min_lang_share:
-                continue
-            kept.append({"prompt": p["prompt"], "answer": p["answer"], "reasoning": None, "summary": None,
-                         "completion": full, "language": p.get("language")})
-            break  # one trace per prompt: a varied set
-        if len(kept) >= cfg.n_examples:
-            break
-    log.info("cold start: few-shot generation kept %d of %d samples", len(kept), seen)
+    summary = {"rounds": rounds, "max_rounds": MAX_FEWSHOT_ROUNDS, "prompts_used": used, "prompts_available": len(order),
+               "samples": sum(r["samples"] for r in rounds), "kept": len(kept), "wanted": cfg.n_examples}
+    if stats is not None:
+        stats.update(summary)
+    log.info("cold start: few-shot generation kept %d of %d samples in %d round(s), %d of %d prompts",
+             len(kept), summary["samples"], len(rounds), used, len(order))
     if not kept:
         raise ValueError("few-shot cold-start generation kept no sample (none verified in the template's format)")
     return kept
@@ -169,7 +210,8 @@ def run_cold_start(model: str, cfg: ColdStartConfig, template: Template, out_dir
     from transformers import AutoTokenizer  # heavy: only when the cold start trains
 
     # generated or read once, by the main process of a launched run; every process trains on the same rows
-    rows = on_main_process(lambda: collect(cfg, template, seed=seed, exclude=exclude, model=model, prompts=prompts))
+    fewshot: dict = {}  # the few-shot generation's rounds (filled where it runs: the main process)
+    rows = on_main_process(lambda: collect(cfg, template, seed=seed, exclude=exclude, model=model, prompts=prompts, stats=fewshot))
     tokenizer = AutoTokenizer.from_pretrained(model)
     sft_rows = render(rows, template, tokenizer)
     metrics = train_sft(
@@ -177,5 +219,7 @@ def run_cold_start(model: str, cfg: ColdStartConfig, template: Template, out_dir
         defaults={"max_steps": 20, "learning_rate": 2e-4, "max_length": 1024},
     )
     metrics["source"] = cfg.source
+    if fewshot:
+        metrics["fewshot"] = fewshot
     metrics["example"] = sft_rows[0]
     return metrics

@@ -16,10 +16,11 @@ The prefill is detected from the chat template when `prefill_think` is left unse
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
-from distill.core.schema import THINK_CLOSE, THINK_OPEN, split_think
+from distill.core.schema import THINK_CLOSE, THINK_OPEN, generation_prefill, split_think
 
 R1_ZERO_TEMPLATE = (
     "A conversation between User and Assistant. The User asks a question, and the Assistant solves it. "
@@ -30,7 +31,6 @@ R1_ZERO_TEMPLATE = (
 )
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 _ANSWER_BLOCK = re.compile(r"^\s*<answer>(.*?)</answer>\s*$", re.DOTALL)
-_PROBE = "2 + 2?"  # a user message used to read what the chat template appends for generation
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,19 @@ class Template:
             return bool(m and m.group(1).strip() and ANSWER_OPEN not in m.group(1))
         return True
 
+    def generation_template(self, model_template: str | None) -> str | None:
+        """A chat template whose generation prompt ends as this template's prompts do, for an engine that
+        renders messages (few-shot cold-start generation; a trained teacher's saved tokenizer, so that
+        sampling from it prefills too): a prefill we render (`prefill_think`) is appended after the
+        generation prompt. None where the model's own template already does (or there is no prefill).
+        For r1_zero, `model_template` is the messages form of its plain-text template."""
+        if not (self.prefill and self.render_prefill):
+            return model_template if self.kind == "r1_zero" else None
+        if not model_template:
+            raise ValueError("teacher.template.prefill_think on a model without a chat template: use template name r1_zero")
+        text = (" " + self.prefill) if self.kind == "r1_zero" else self.prefill
+        return model_template + "{% if add_generation_prompt %}{{ " + json.dumps(text) + " }}{% endif %}"
+
     def describe(self) -> str:
         pre = f", prefill {self.prefill!r}" + (" (rendered by us)" if self.render_prefill else " (by the chat template)") if self.prefill else ""
         return f"{self.kind}, answer {self.answer_format}{pre}"
@@ -109,16 +122,8 @@ class Template:
 
 def template_prefill(tokenizer) -> str:
     """What the model's chat template puts after the assistant header when generating: "<think>\\n"
-    for the R1-Distill / QwQ templates, "" for most others."""
-    if not getattr(tokenizer, "chat_template", None):
-        return ""
-    msgs = [{"role": "user", "content": _PROBE}]
-    gen = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    tail = gen[gen.rfind(_PROBE) + len(_PROBE):]
-    i = tail.rfind(THINK_OPEN)
-    if i < 0 or THINK_CLOSE in tail[i:]:
-        return ""
-    return tail[i:]
+    for the R1-Distill / QwQ templates, "" for most others (distill.core.schema.generation_prefill)."""
+    return generation_prefill(tokenizer)
 
 
 def build_template(cfg, tokenizer=None, system_prompt: str | None = None) -> Template:
