@@ -267,7 +267,7 @@ def sft_stage(run: Run, merge_m: dict, student_name: str) -> dict:
         df = pl.read_parquet(_input(run, "merge", "train.parquet"))
         metrics = train_sft(
             resolve_model(student.model), to_training_rows(df), d / "model", lora=student.lora,
-            training_args=student.training_args, seed=run.recipe.seed, chat_template=student.chat_template,
+            training_args=student.training_args, seed=run.recipe.seed, chat_template=student.chat_template, rope=student.rope,
         )
         free_memory()  # the trainer and model are garbage now: the next student or the eval gets the GPU memory
         if run.is_main_process():

@@ -27,7 +27,7 @@ from distill.training.common import base_args, checkpoint_step, last_checkpoint,
 from distill.training.distributed import is_main_process
 from rl.cold_start import run_cold_start
 from rl.rewards import build_rewards
-from rl.templates import Template, build_template
+from rl.templates import Template, build_template, save_prefill_template
 
 log = logging.getLogger(__name__)
 
@@ -156,4 +156,6 @@ def train_teacher(teacher_cfg, prompts: pl.DataFrame, out_dir: Path, *, seed: in
 
         if is_main_process():
             save_merged(AutoModelForCausalLM.from_pretrained(model), AutoTokenizer.from_pretrained(model), out_dir / "model")
+    if is_main_process() and save_prefill_template(out_dir / "model", template):  # sampling then prefills as GRPO did
+        metrics["saved_template"] = "prefills " + repr(template.prefill)
     return metrics

@@ -120,6 +120,23 @@ class Template:
         return f"{self.kind}, answer {self.answer_format}{pre}"
 
 
+def save_prefill_template(model_dir, template: Template) -> bool:
+    """After training with a prefill we render (`prefill_think` on a template that does not prefill), give
+    the saved model a chat template that prefills too, so that sampling from it (which renders the model's
+    own template) starts inside the think block as GRPO did, and its traces record the prefill. True when
+    the saved template was changed."""
+    if template.kind != "chat" or not (template.prefill and template.render_prefill):
+        return False
+    from transformers import AutoTokenizer  # heavy: only for a trained teacher with a rendered prefill
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if generation_prefill(tokenizer):  # already prefills (a rerun)
+        return False
+    tokenizer.chat_template = template.generation_template(tokenizer.chat_template)
+    tokenizer.save_pretrained(model_dir)
+    return True
+
+
 def template_prefill(tokenizer) -> str:
     """What the model's chat template puts after the assistant header when generating: "<think>\\n"
     for the R1-Distill / QwQ templates, "" for most others (distill.core.schema.generation_prefill)."""

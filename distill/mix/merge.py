@@ -24,9 +24,10 @@ from typing import Callable
 import polars as pl
 
 from distill.config.merge import KindWeights, MergeConfig, MixWeights
-from distill.core.schema import content_id
+from distill.core.schema import PREFILL, content_id, full_completion
 from distill.core.storage import atomic_dir
 from distill.mix.nonreasoning import build_non_reasoning, resolve_think_style
+from distill.training.student import resolve_chat_template
 
 MSGS = pl.List(pl.Struct({"role": pl.Utf8, "content": pl.Utf8}))
 SFT_SCHEMA = {
@@ -58,10 +59,13 @@ def _conv(prompt: str, completion: str, system_prompt: str | None = None) -> tup
 
 
 def reasoning_rows(kept: pl.DataFrame, system_prompt: str | None = None) -> list[dict]:
-    """Curated traces (prompt, completion, id; optional task, source) as SFT rows."""
+    """Curated traces (prompt, completion, id; optional task, source, prefill) as SFT rows. The assistant
+    turn is the model's whole turn: a prefilled `<think>` (R1's template puts it in the prompt; the trace
+    keeps it in its `prefill` column) is put back in front of the completion, so the block is complete
+    whatever the student's template does."""
     rows = []
     for r in kept.iter_rows(named=True):
-        prompt, completion = _conv(r["prompt"], (r["completion"] or "").strip(), system_prompt)
+        prompt, completion = _conv(r["prompt"], full_completion(r["completion"], r.get(PREFILL)).strip(), system_prompt)
         rows.append({"id": r["id"], "kind": "reasoning", "category": r.get("task") or "math", "source": r.get("source") or "traces",
                      "prompt": prompt, "completion": completion})
     return rows
@@ -268,7 +272,9 @@ def build_sft_set(
     """The SFT set from curated traces and the recipe's non-reasoning sources (see the module doc).
 
     `tokenizer` (the student's) counts tokens and decides the `auto` think style; `generator_model` and
-    `work_dir` serve `generate: true` sources (`answers` replaces generation in tests)."""
+    `work_dir` serve `generate: true` sources (`answers` replaces generation in tests). `chat_template` is
+    the student's setting (Jinja, a file, a folder or a model: distill.training.student)."""
+    chat_template = resolve_chat_template(chat_template)
     style = resolve_think_style(cfg.think, tokenizer, chat_template)
     reasoning = reasoning_rows(kept, system_prompt)
     non_reasoning, dropped, nr_summary = [], [], {"think_style": style}
