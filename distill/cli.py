@@ -176,7 +176,7 @@ def _launch(args) -> int:
         return 0
     if "${" in " ".join(cmd):
         raise ValueError("a multi-node launch needs --machine-rank and --main-process-ip (or use --dry-run for the template)")
-    prepare(recipe, args.stage, args.run_dir)
+    prepare(recipe, args.stage, args.run_dir, nodes)
     # the same launcher through this interpreter: `accelerate` need not be on PATH
     return subprocess.call([sys.executable, "-m", "accelerate.commands.launch", *cmd[2:]])
 

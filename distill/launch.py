@@ -83,9 +83,10 @@ def launch_command(config: str, recipe: Recipe, *, student: str | None = None, r
     return cmd + list(overrides or [])
 
 
-def prepare(recipe: Recipe, stage: str, run_dir: str | None = None) -> None:
-    """What a launch needs before its processes start, run here once: the teacher's prompts stage."""
-    if stage == "teacher":
+def prepare(recipe: Recipe, stage: str, run_dir: str | None = None, nodes: int = 1) -> None:
+    """What a launch needs before its processes start, run here once: the teacher's prompts stage. On
+    several nodes each node runs `distill launch`, so nothing runs here: `distill prompts` first."""
+    if stage == "teacher" and nodes == 1:
         prompts_stage(Run(recipe, run_dir))
 
 

@@ -83,9 +83,15 @@ def teacher_stage(run: Run, prompts_m: dict) -> dict:
             out["rl_start_model"] = metrics["rl_start_model"]
         return out
 
-    settings = {"teacher": run.recipe.section_hash("teacher"), "seed": run.recipe.seed, "system": run.recipe.prompts.system_prompt}
     launch = launcher(run, cfg.hardware if cfg.enabled else None, "teacher.hardware", ["--stage", "teacher"])
-    return run.stage("teacher", SUBDIRS["teacher"], settings, [prompts_m], body, launch=launch)
+    return run.stage("teacher", SUBDIRS["teacher"], teacher_settings(run.recipe), [prompts_m], body, launch=launch)
+
+
+def teacher_settings(recipe) -> dict:
+    """The teacher stage's fingerprint settings. Where it trains (teacher.hardware) does not change what it
+    learns (the batch settings are in training_args), as for the students: left out."""
+    where_free = recipe.model_copy(update={"teacher": recipe.teacher.model_copy(update={"hardware": None})})
+    return {"teacher": where_free.section_hash("teacher"), "seed": recipe.seed, "system": recipe.prompts.system_prompt}
 
 
 def launcher(run: Run, hardware, field: str, worker_args: list[str]):

@@ -219,3 +219,15 @@ def test_eval_runs_data_parallel_workers(tiny_llama, tmp_path):
     )
     assert results["student_after"]["generation"]["workers"] == 2 and manifest["data_parallel_workers"] == 2
     assert results["student_after"]["n_prompts"] == 4 and results["student_after"]["n_samples"] == 8
+
+
+def test_where_the_teacher_trains_is_not_in_its_fingerprint():
+    """teacher.hardware (GPUs, strategy, launch) changes how the teacher stage runs, not what it learns: a
+    run moved to other hardware reuses its teacher, as students[].hardware does for sft."""
+    from distill.stage_fns import teacher_settings
+
+    demo = load_recipe(DEMO)
+    moved = load_recipe(DEMO, ["teacher.hardware.gpus_per_node=2", "teacher.hardware.strategy=ddp"])
+    assert teacher_settings(moved) == teacher_settings(demo)
+    assert teacher_settings(demo)["teacher"] == demo.section_hash("teacher")  # runs made before it reuse their teacher
+    assert teacher_settings(load_recipe(DEMO, ["teacher.grpo.training_args.max_steps=3"])) != teacher_settings(demo)
