@@ -88,3 +88,42 @@ def test_reference_model_and_colocated_vllm_are_counted():
     asleep = grpo_memory(arch, {**base, "use_vllm": True, "vllm_enable_sleep_mode": True}, gpu=h100, gpus=8)
     assert colocate.rollout_gib == pytest.approx(24) and asleep.rollout_gib == 0
     assert colocate.total_gib == pytest.approx(plain.total_gib + 24)
+
+
+def _saved_bytes(layers: int, sequences: int, seq_len: int) -> tuple[int, "object"]:
+    """Bytes autograd keeps for the backward of a tiny bf16 Qwen2 backbone with gradient checkpointing."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from distill.planning.archs import Arch
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(hidden_size=256, num_hidden_layers=layers, intermediate_size=512, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=512, max_position_embeddings=4096, attn_implementation="sdpa")
+    model = Qwen2ForCausalLM(cfg).to(torch.bfloat16).train()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    params = {p.data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        if t.numel() and t.data_ptr() not in params:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model.model(input_ids=torch.randint(0, 512, (sequences, seq_len)), use_cache=False)
+    arch = Arch("tiny", layers, 256, 512, 4, 2, 512, False, qkv_bias=True)
+    return sum(saved.values()), arch
+
+
+def test_the_checkpoint_term_is_what_autograd_keeps():
+    """Measured with autograd's saved-tensor hooks: each checkpointed layer keeps exactly its bf16 input,
+    layers x tokens x hidden x 2 bytes; beyond the layers only the final norm's input is kept."""
+    two, arch2 = _saved_bytes(2, 2, 512)
+    six, arch6 = _saved_bytes(6, 2, 512)
+    tokens = 2 * 512
+    assert six - two == 4 * tokens * 256 * 2
+    for got, arch in ((two, arch2), (six, arch6)):
+        formula = micro_batch_activations(arch, sequences=2, prompt_tokens=0, completion_tokens=512).checkpoints_gib * GiB
+        # + the final RMSNorm's bf16 input and its fp32 upcast, and the rotary tables (a few KiB)
+        assert formula <= got <= formula + tokens * 256 * 6 + 64 * 1024

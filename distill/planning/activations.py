@@ -25,6 +25,10 @@ GRPO's reference and old-policy log-probabilities run without gradient, one micr
 keep nothing for the backward. Sequence parallelism does not apply (TRL 1.16's GRPOConfig refuses it), so
 every GPU holds a whole micro-batch: ZeRO and FSDP shard model states, never activations.
 
+Measured: autograd's saved-tensor hooks on a tiny bf16 Qwen2 with checkpointing keep exactly 2·tokens·h bytes
+per layer (tests/test_scale_grpo.py); outside the layers only the final norm's input (6·tokens·h, left out).
+The recompute and logits terms are not measured here (CPU kernels differ from CUDA's).
+
 Check: Qwen2.5-32B (64 layers, h 5120), 8 completions x (16,384 + 512) tokens: checkpoints alone are
 64 x 135,168 x 5,120 x 2 = 88.6 GB (82.5 GiB), more than an 80 GB GPU before any weight is loaded.
 
