@@ -8,6 +8,7 @@
     distill publish --dry-run runs/demo OUT                       # the files a Hub push would send
     distill plan recipes/r1-distill-qwen2.5-32b.yaml --gpu H100-80GB --gpus 8   # memory and GPU-hours
     distill launch --config recipes/r1-distill-qwen2.5-32b.yaml [--nodes 2]    # sft under accelerate launch
+    distill check --config recipes/r1-distill-qwen2.5-32b.yaml --models ../shared/tokenizers   # preflight, no weights
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from distill.check.preflight import check_recipe, format_report
 from distill.config.base import RecipeError
 from distill.config.recipe import load_recipe, pin_threads
 from distill.config.verify import VerifyConfig
@@ -62,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--ray", metavar="ADDRESS", help="map the sampling shards over Ray: 'auto' (the cluster this node "
                     "joined with `ray start`), 'ray://HOST:10001', or 'local' (start an instance here)")
     sp.add_argument("--ray-workers", type=int, metavar="N", help="Ray workers for sampling, one vLLM engine each (default 2)")
+    sp.add_argument("--no-check", action="store_true", help="skip `distill check` before the run")
+    sp.add_argument("--models", metavar="DIR", help="for the check: hub ids org/name read from DIR/org--name folders")
     for stage in STAGE_COMMANDS:
         sp = sub.add_parser(stage, help=f"run the pipeline up to and including `{stage}`")
         recipe_args(sp)
@@ -100,6 +104,10 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--sft-samples", type=int, help="SFT rows (default: from prompts, n, keep rate, merge ratio)")
     sp.add_argument("--sft-tokens-per-sample", type=float)
     sp.add_argument("--json", action="store_true", help="print the plan as JSON")
+    sp = sub.add_parser("check", help="check a recipe across stages from tokenizers and model configs (no weights)")
+    sp.add_argument("--config", "-c", required=True, help="recipe YAML")
+    sp.add_argument("--models", metavar="DIR", help="read hub ids org/name from DIR/org--name folders (offline tokenizer mirror)")
+    sp.add_argument("overrides", nargs="*", help="recipe overrides, key=value")
     sp = sub.add_parser("launch", help="run the sft stage under `accelerate launch` (multi-GPU, multi-node)")
     recipe_args(sp)
     sp.add_argument("--stage", choices=("sft", "teacher"), default="sft", help="sft (a student) or teacher (cold start + GRPO)")
@@ -181,9 +189,17 @@ def _launch(args) -> int:
     return subprocess.call([sys.executable, "-m", "accelerate.commands.launch", *cmd[2:]])
 
 
+def _check(args) -> int:
+    checked = check_recipe(load_recipe(args.config, args.overrides), args.models)
+    print(format_report(checked))
+    return 1 if checked.errors else 0
+
+
 def _dispatch(args) -> int:
     if args.command == "plan":
         return _plan(args)
+    if args.command == "check":
+        return _check(args)
     if args.command == "launch":
         return _launch(args)
     if args.command == "prepare-model":
@@ -232,6 +248,12 @@ def _dispatch(args) -> int:
         return 2 if plan["errors"] else 0
     only = None if args.command == "run" else args.command
     ray = _ray_settings(args)
+    if args.command == "run" and not args.no_check:  # before any stage: a recipe that cannot run fails here
+        checked = check_recipe(recipe, args.models)
+        print(format_report(checked), file=sys.stderr, flush=True)
+        if checked.errors:
+            print("distill run: the recipe fails `distill check` (--no-check runs it anyway)", file=sys.stderr)
+            return 1
     if args.command == "run" and not args.no_prefect:
         from flows.pipeline import RaySettings, distill_pipeline  # flows import prefect: slow, only for `distill run`
 

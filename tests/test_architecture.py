@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("distill.generation", "distill.training", "distill.planning", "distill.mix", "distill.evaluate",
      "distill.report", "distill.publish"),
     ("rl",),
+    ("distill.check",),  # `distill check`: the recipe across stages from tokenizers and configs (planning, rl's GRPO defaults)
     ("distill.*",),  # the spine: modules directly in distill/ (stage table, pipeline, rounds, launch)
     ("flows",),
     ("distill.cli",),
