@@ -181,6 +181,15 @@ def test_r1_prefill_lost_between_sampling_and_sft(monkeypatch):
 
 
 @needs_tokenizers
+def test_a_grpo_prefill_the_sampled_template_lacks(monkeypatch):
+    monkeypatch.setattr(templates, "TEACHER_SAVES_PREFILL_TEMPLATE", False)  # the code before the fix
+    c = check("r1-qwen2.5-math-7b.yaml")
+    assert "the sample stage prompts the teacher without it" in {f.field: f.message for f in c.findings}["teacher.template.prefill_think"]
+    monkeypatch.setattr(templates, "TEACHER_SAVES_PREFILL_TEMPLATE", True)
+    assert all(f.field != "teacher.template.prefill_think" for f in check("r1-qwen2.5-math-7b.yaml").findings)
+
+
+@needs_tokenizers
 def test_a_chat_endpoint_cannot_record_the_prefill():
     c = check("r1-distill-qwen2.5-14b.yaml", lambda d: d["sampling"].update(engine="openai", openai={"endpoint": "chat"}))
     assert "use endpoint: completions" in errors(c)["sampling.openai.endpoint"]

@@ -19,12 +19,15 @@ from distill.check.findings import MISSING, Checker, setting
 from distill.core import schema
 from distill.core.schema import THINK_CLOSE, THINK_OPEN
 from distill.training.student import resolve_chat_template, turn_end_token
+from rl import templates as rl_templates
 
 # What this version does (the tests turn these off to reproduce the defects of the code before the fixes):
 # the sample stage records a template's prefill in the traces' PREFILL column and the SFT rows get it back
 CARRIES_PREFILL = getattr(schema, "PREFILL", None) is not None
 # SFT trains with the template's turn-ending token as EOS unless training_args.eos_token names another
 EOS_FROM_TEMPLATE = True
+# a teacher GRPO trained with a prefill we render is saved with a template that prefills the same way
+TEACHER_SAVES_PREFILL_TEMPLATE = hasattr(rl_templates, "save_prefill_template")
 SAMPLING_PREFILL_FIELD = "prefill_think"  # sampling.prefill_think (force / refuse a prefill), where the schema has it
 STUDENT_EOS_FIELD = "eos_token"  # students[i].eos_token, where the schema has it (else training_args.eos_token)
 _QUESTION, _REASONING, _ANSWER = "What is 2 + 2?", "Two and two make four.", "The answer is 4."
@@ -95,6 +98,8 @@ def check_teacher_template(c: Checker) -> None:
     if t.enabled and t.template.name == "r1_zero":
         c.warn("teacher.template.name", "r1_zero: GRPO trains the teacher on R1-Zero's plain-text prompt, but the sample stage renders "
                f"prompts with {t.model}'s chat template: the teacher is sampled on a prompt shape it was not trained on")
+    elif t.enabled and t.template.prefill_think and forced is not True and TEACHER_SAVES_PREFILL_TEMPLATE:
+        c.ok(f"sampling: the trained teacher is saved with a template that prefills {THINK_OPEN!r} as GRPO did")
     elif t.enabled and t.template.prefill_think and forced is not True:
         c.warn("teacher.template.prefill_think", f"GRPO trains the teacher with {THINK_OPEN!r} prefilled, but {t.model}'s chat template "
                "does not prefill it, so the sample stage prompts the teacher without it"
