@@ -13,7 +13,7 @@ from typing import Callable
 
 import pytest
 
-from distill.check import lengths, mix, templates
+from distill.check import hardware, lengths, mix, templates
 from distill.check.models import load_model_info
 from distill.check.preflight import check_recipe, format_report
 from distill.cli import main
@@ -231,6 +231,20 @@ def test_grpo_micro_batch_activations():
         d["teacher"]["grpo"]["training_args"].update(per_device_train_batch_size=8, max_completion_length=16384)
     msg = errors(check("r1-qwen2.5-32b.yaml", edit))["teacher.grpo.training_args.per_device_train_batch_size"]
     assert "8 completion(s) x (16,384" in msg and "activations alone exceed the GPU" in msg
+
+
+@needs_tokenizers
+def test_a_7b_full_sft_in_one_process(monkeypatch):
+    never = lambda d: d["students"][0]["hardware"].update(launch="never")  # noqa: E731
+    msg = errors(check("r1-distill-qwen2.5-math-7b.yaml", never))["students[0].hardware.launch"]
+    assert "in one process on one H100-80GB" in msg and "asks for 8 GPUs" in msg
+    assert "students[0].hardware.launch" not in errors(check("r1-distill-qwen2.5-math-7b.yaml"))  # auto: accelerate launch
+    monkeypatch.setattr(hardware, "LAUNCH_FIELD", "no-such-field")  # the code before the fix: always in-process
+    assert "no launcher" in errors(check("r1-distill-qwen2.5-math-7b.yaml"))["students[0].hardware"]
+    # several nodes: `distill run` stops at the sft stage, which the check says before the sampling is paid for
+    monkeypatch.undo()
+    warned = {f.field: f for f in check("r1-distill-qwen2.5-14b.yaml").findings}["students[0].hardware.nodes"]
+    assert warned.level == "WARN" and "2 nodes" in warned.message and "distill launch" in warned.message
 
 
 @needs_tokenizers

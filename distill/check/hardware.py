@@ -14,12 +14,14 @@ from distill.check.lengths import include_teacher
 from distill.core.hardware import GPU, gpu_spec
 from distill.engines.factory import devices_per_engine
 from distill.planning.archs import Arch, arch_for, arch_from_config
-from distill.planning.memory import RESERVED_GIB, GiB, grpo_memory
+from distill.planning.memory import RESERVED_GIB, GiB, grpo_memory, sft_memory
 from rl.teacher import GRPO_DEFAULTS
 
 DEFAULT_GPU, DEFAULT_GPUS_PER_NODE = "H100-80GB", 8
 # vllm settings that run one engine across nodes (getattr: fields another change may add)
 MULTI_NODE_FIELDS = ("nodes", "distributed_executor_backend", "multi_node")
+LAUNCH_FIELD = "launch"  # hardware.launch: auto|always|never (`distill run` starts several processes itself)
+SFT_DEFAULT_MAX_LENGTH = 512  # distill.training.sft's default
 TEACHER_GPUS_DEFAULT = 8  # GPUs ZeRO-3 shards the teacher's model states over when teacher.hardware is unset
 
 
@@ -145,3 +147,36 @@ def check_grpo_memory(c: Checker) -> None:
         (c.error if hw is not None else c.warn)(where, f"{detail}: does not fit; lower it, or shard over more GPUs (teacher.hardware)")
     else:
         c.ok(f"teacher.grpo: {detail}")
+
+
+def _method(lora) -> str:
+    return "full" if not lora.enabled else ("qlora" if lora.load_in_4bit else "lora")
+
+
+def check_training_processes(c: Checker) -> None:
+    """How `distill run` trains each student: a stage whose hardware spans several nodes stops the run (each
+    node needs `distill launch`); one that stays in one process must fit one GPU."""
+    for i, st in enumerate(c.recipe.students):
+        hw, f = st.hardware, f"students[{i}].hardware"
+        if hw.gpus <= 1:
+            continue
+        launch = setting(hw, LAUNCH_FIELD)
+        if hw.nodes > 1 and launch is not MISSING and launch != "never":
+            c.warn(f"{f}.nodes", f"{hw.nodes} nodes: `distill run` trains on one node and stops at sft:{st.name}; run "
+                   f"`distill merge`, then `distill launch --config RECIPE --student {st.name}` on each node")
+            continue
+        if launch in ("auto", "always"):
+            c.ok(f"{f}: `distill run` starts {hw.gpus_per_node} processes under accelerate ({hw.strategy})")
+            continue
+        arch = arch_of(c, st.model, f"students[{i}].model")
+        if arch is None:
+            continue
+        ta = st.training_args
+        mem = sft_memory(arch, gpu=gpu_spec(hw.gpu), gpus=1, gpus_per_node=1, strategy="ddp", method=_method(st.lora),
+                         lora_r=st.lora.r, lora_targets=st.lora.target_modules, micro_batch=int(ta.get("per_device_train_batch_size", 8)),
+                         seq_len=int(ta.get("max_length") or SFT_DEFAULT_MAX_LENGTH), gradient_checkpointing=bool(ta.get("gradient_checkpointing", True)))
+        where = f"{f}.{LAUNCH_FIELD}" if launch is not MISSING else f
+        if not mem.fits:
+            c.error(where, f"`distill run` trains {st.model} in one process on one {hw.gpu} ({mem.total_gib:,.0f} of "
+                    f"{mem.capacity_gib:,.0f} GiB), though the hardware asks for {hw.gpus} GPUs"
+                    + ("" if launch is not MISSING else ": this version has no launcher; use `distill launch`"))

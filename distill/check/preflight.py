@@ -18,13 +18,13 @@ import time
 from pathlib import Path
 
 from distill.check.findings import Checker
-from distill.check.hardware import check_grpo_memory, check_model_sizes, check_parallelism
+from distill.check.hardware import check_grpo_memory, check_model_sizes, check_parallelism, check_training_processes
 from distill.check.lengths import check_lengths
 from distill.check.mix import check_upsampling
 from distill.check.templates import check_student_templates, check_teacher_template
 
 CHECKS = (check_teacher_template, check_student_templates, check_lengths, check_parallelism, check_model_sizes,
-          check_grpo_memory, check_upsampling)
+          check_grpo_memory, check_training_processes, check_upsampling)
 
 
 def check_recipe(recipe, models_dir: str | Path | None = None) -> Checker:
