@@ -279,6 +279,15 @@ def test_without_models_a_hub_id_fails_offline_naming_the_field():
     assert "no-such-model-xyz" in msg and "--models" in msg
 
 
+def test_run_checks_the_demo_first_then_runs_it(tmp_path, capsys, monkeypatch):
+    import distill.cli as cli
+
+    ran = []
+    monkeypatch.setattr(cli, "run_pipeline", lambda run, only=None: ran.append(run.dir) or {})  # the stages themselves
+    assert main(["run", "--config", str(REPO / "recipes" / "demo.yaml"), "--no-prefect", "--run-dir", str(tmp_path / "run")]) == 0
+    assert "OK demo: 0 error(s)" in capsys.readouterr().err and ran == [tmp_path / "run"]
+
+
 @needs_tokenizers
 def test_run_refuses_a_failing_recipe_before_any_stage(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("DISTILL_ALLOW_CPU", "1")  # past the GPU requirement: the check is what refuses it here
