@@ -4,10 +4,14 @@ export R1_DISTILL_CACHE ?= $(CURDIR)/.cache
 export HF_HUB_OFFLINE ?= 1
 VENV := .venv
 
-.PHONY: setup demo test test-fast clean-runs
+.PHONY: setup setup-gpu demo test test-fast clean-runs
 
 setup:
 	bash scripts/setup.sh
+
+# GPU machines (Linux x86_64, CUDA 13 driver, Python 3.11/3.12): requirements/gpu.lock + gpu-build.txt into $(VENV)
+setup-gpu:
+	VENV=$(VENV) bash scripts/setup-gpu.sh
 
 demo: setup
 	$(VENV)/bin/distill run --config recipes/demo.yaml

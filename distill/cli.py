@@ -28,6 +28,7 @@ from distill.config.verify import VerifyConfig
 from distill.core.models import cache_dir, resolve_model
 from distill.core.run import Run
 from distill.core.storage import read_table, write_parquet
+from distill.engines.base import require_cuda
 from distill.launch import format_command, launch_command, prepare, stage_hardware
 from distill.pipeline import run_pipeline, stage_summary
 from distill.planning.plan import R1_MEAN_COMPLETION, Assumptions, format_plan, plan_recipe
@@ -246,6 +247,7 @@ def _dispatch(args) -> int:
         plan = build_plan(recipe)
         print(render_plan(plan), end="")
         return 2 if plan["errors"] else 0
+    require_cuda(recipe)  # a recipe that asks for GPUs stops here on a machine without CUDA, naming the fields
     only = None if args.command == "run" else args.command
     ray = _ray_settings(args)
     if args.command == "run" and not args.no_check:  # before any stage: a recipe that cannot run fails here
