@@ -146,6 +146,16 @@ def test_launch_runs_the_sft_stage_on_two_processes(tiny_llama, tmp_path):
     import polars as pl
     import yaml
 
+    import shutil
+
+    # a base model whose own EOS is not the token its template ends turns with (as Qwen2.5 base): SFT stamps
+    # the turn end, and the LoRA adapter gathered from 2 processes must not reload it away
+    base = tmp_path / "base"
+    shutil.copytree(tiny_llama, base)
+    cfg = json.loads((base / "config.json").read_text())
+    endoftext = cfg["pad_token_id"]
+    (base / "config.json").write_text(json.dumps({**cfg, "eos_token_id": endoftext}))
+    im_end = cfg["eos_token_id"]
     run = tmp_path / "run"
     rows = [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}],
              "completion": [{"role": "assistant", "content": f"<think>\n{i} + 1 = {i + 1}\n</think>\n\\boxed{{{i + 1}}}"}]}
@@ -155,9 +165,10 @@ def test_launch_runs_the_sft_stage_on_two_processes(tiny_llama, tmp_path):
     (run / "sft_data" / "_manifest.json").write_text(json.dumps({"fingerprint": "merge-for-test"}))
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({"name": "launch-test", "students": [{
-        "name": "s", "model": str(tiny_llama), "lora": {"enabled": False},
+        "name": "s", "model": str(base), "lora": {"r": 4, "alpha": 8},
         "hardware": {"strategy": "ddp", "gpus_per_node": 2},
-        "training_args": {"max_steps": 3, "per_device_train_batch_size": 2, "save_strategy": "steps", "save_steps": 2},
+        "training_args": {"max_steps": 3, "per_device_train_batch_size": 2, "save_strategy": "steps", "save_steps": 2,
+                          "eos_token": "<|im_end|>"},
     }]}))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "distill.cli", "launch", "--config", str(recipe), "--run-dir", str(run),
@@ -168,3 +179,5 @@ def test_launch_runs_the_sft_stage_on_two_processes(tiny_llama, tmp_path):
     assert manifest["processes"] == 2 and manifest["metrics"]["steps"] == 3
     assert (run / "students" / "s" / "model" / "model.safetensors").is_file()
     assert (run / "students" / "s" / ".model.checkpoints" / "checkpoint-2" / "trainer_state.json").is_file()
+    saved = json.loads((run / "students" / "s" / "model" / "config.json").read_text())
+    assert saved["eos_token_id"] == im_end != endoftext

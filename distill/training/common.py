@@ -92,6 +92,11 @@ def save_trained(trainer, base_model: str, out_dir: Path) -> None:
             model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_model), str(gathered))
         else:
             model = AutoModelForCausalLM.from_pretrained(str(gathered))
+        # an adapter reloads onto the base model's config: keep what training set there (the turn-ending EOS)
+        trained = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
+        model.config.eos_token_id = trained.config.eos_token_id
+        if getattr(trained, "generation_config", None) is not None:
+            model.generation_config = trained.generation_config
         save_merged(model, trainer.processing_class, out_dir)
         shutil.rmtree(gathered, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
