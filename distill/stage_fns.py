@@ -30,6 +30,7 @@ from distill.generation.sample import SharedEngine, generate_traces
 from distill.mix.merge import build_sft_set, to_training_rows, write_hf_dataset
 from distill.training.distributed import free_memory, launch_processes, launch_stage
 from distill.training.sft import train_sft
+from distill.training.student import resolve_chat_template
 from distill.verify.table import verify_with_config
 from filters.curate import curate_file
 from rl.teacher import train_teacher
@@ -288,6 +289,12 @@ def sft_stage(run: Run, merge_m: dict, student_name: str) -> dict:
     return run.stage(f"sft:{student_name}", f"{SUBDIRS['sft']}/{student_name}", settings, [merge_m], body, launch=launch)
 
 
+def eval_engine_factory(cfg, templates: dict[str, str | None], path: str):
+    """The eval engine for one model: the eval section's, with the chat template the model is evaluated with
+    (a base student without one of its own, as Llama-3.1-8B, borrows the template it trains with)."""
+    return engine_factory(cfg, path, chat_template=templates.get(path))
+
+
 def eval_stage(run: Run, prompts_m: dict, teacher_m: dict, sft_ms: dict[str, dict]) -> dict:
     cfg = run.recipe.eval
 
@@ -300,14 +307,17 @@ def eval_stage(run: Run, prompts_m: dict, teacher_m: dict, sft_ms: dict[str, dic
                 models["teacher_before_rl"] = (teacher_m["rl_start_model"], model_label("teacher_before_rl", teacher_m))
                 pairs[TEACHER_RL] = ("teacher_before_rl", "teacher")
             models["teacher"] = (teacher_m["model"], model_label("teacher", teacher_m))
+        templates: dict[str, str | None] = {}  # a student is evaluated, before and after, with the template it trains with
         for i, s in enumerate(run.recipe.students):
             suffix = "" if i == 0 else f":{s.name}"
             models[f"student_before{suffix}"] = (resolve_model(s.model), s.model)
             models[f"student_after{suffix}"] = (sft_ms[s.name]["model"], model_label(f"student:{s.name}", sft_ms[s.name]))
             pairs[s.name] = (f"student_before{suffix}", f"student_after{suffix}")
+            for key in (f"student_before{suffix}", f"student_after{suffix}"):
+                templates[models[key][0]] = resolve_chat_template(s.chat_template)
         results, deltas, manifest = evaluate_all(
             models, cfg, d, heldout=prompts, heldout_verifier=run.recipe.verify.verifier, system_prompt=run.recipe.prompts.system_prompt,
-            engine_factory=partial(engine_factory, cfg), pairs=pairs,
+            engine_factory=partial(eval_engine_factory, cfg, templates), pairs=pairs,
         )
         free_memory()  # the engines are shut down: their memory goes back before the report
         teacher_delta = deltas.pop(TEACHER_RL, {})  # `delta` stays student -> benchmark (the cards read it)

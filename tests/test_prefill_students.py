@@ -376,3 +376,19 @@ def test_a_teacher_trained_with_a_rendered_prefill_samples_with_it(tiny_llama, t
     assert not save_prefill_template(saved, template)  # a rerun leaves it
     plain = build_template(TemplateConfig(name="chat"), before)
     assert not save_prefill_template(tiny_llama, plain)  # no prefill asked: the demo's teacher is saved as it was
+
+
+def test_eval_uses_the_template_each_student_trains_with(tmp_path):
+    """A base student without a chat template of its own (Llama-3.1-8B) is evaluated, before and after SFT,
+    with the template the recipe gives it; the eval engines were built with none and the before-SFT model
+    could not render a prompt. Other models keep their own template (None)."""
+    from distill.config.recipe import recipe_from_dict
+    from distill.stage_fns import eval_engine_factory
+
+    jinja = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    recipe = recipe_from_dict({"name": "t", "students": [{"name": "s", "model": "org/base", "chat_template": jinja}]})
+    templates = {"/models/base": jinja, "/run/students/s/model": jinja}
+    before = eval_engine_factory(recipe.eval, templates, "/models/base")
+    teacher = eval_engine_factory(recipe.eval, templates, "/run/teacher/model")
+    assert before.keywords["chat_template"] == jinja and before.args[1] == "/models/base"
+    assert teacher.keywords["chat_template"] is None
