@@ -169,3 +169,25 @@ def test_sdist_only_pins_exist():
         assert proc.returncode == 0, f"sdists of {pins} not found:\n{proc.stderr[-3000:]}"
         got = sorted(os.listdir(tmp))
     assert len(got) == len(pins) and all(f.endswith(".tar.gz") for f in got), got
+
+
+def test_sdpa_keeps_packed_rows_apart():
+    """The attention setting that needs no kernel build: with TRL's padding-free packing (position ids restart per
+    row, no attention mask, use_cache=False as SFTTrainer.compute_loss sets) transformers builds a block-diagonal
+    mask for sdpa, so packed rows do not attend to each other. Correctness only: sdpa's speed on GPU is not
+    measured here (no GPU)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=300, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      intermediate_size=128, attn_implementation="sdpa")
+    model = Qwen2ForCausalLM(cfg).eval()
+    a, b = torch.randint(0, 300, (1, 7)), torch.randint(0, 300, (1, 5))
+    with torch.no_grad():
+        apart = torch.cat([model(a, use_cache=False).logits, model(b, use_cache=False).logits], 1)
+        packed = model(torch.cat([a, b], 1), position_ids=torch.cat([torch.arange(7), torch.arange(5)])[None], use_cache=False).logits
+        causal = model(torch.cat([a, b], 1), use_cache=False).logits
+    assert model.config._attn_implementation == "sdpa"
+    assert torch.allclose(packed, apart, atol=1e-5)
+    assert not torch.allclose(causal, apart, atol=1e-3)  # the check can fail: without the mask rows mix
