@@ -9,13 +9,14 @@ CLI call these functions the same way.
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 from pathlib import Path
 
 import polars as pl
 
 from distill.config.curate import SFT_DEFAULT_MAX_LENGTH, with_sft_length
-from distill.core.models import resolve_model
+from distill.core.models import model_context, resolve_model
 from distill.core.run import Run, installed_versions, model_label
 from distill.core.storage import file_sha256, read_manifest, read_table, write_json, write_parquet
 from distill.engines.base import SamplingParams
@@ -34,6 +35,8 @@ from distill.training.student import resolve_chat_template
 from distill.verify.table import verify_with_config
 from filters.curate import curate_file
 from rl.teacher import train_teacher
+
+log = logging.getLogger(__name__)
 
 # where each stage writes, under the run directory (sft: students/<name>)
 SUBDIRS = {"prompts": "prompts", "teacher": "teacher", "sample": "traces", "verify": "verified", "curate": "curated",
@@ -289,9 +292,14 @@ def sft_stage(run: Run, merge_m: dict, student_name: str) -> dict:
     return run.stage(f"sft:{student_name}", f"{SUBDIRS['sft']}/{student_name}", settings, [merge_m], body, launch=launch)
 
 
-def eval_engine_factory(cfg, templates: dict[str, str | None], path: str):
+def eval_engine_factory(cfg, templates: dict[str, str | None], contexts: dict[str, int], path: str):
     """The eval engine for one model: the eval section's, with the chat template the model is evaluated with
-    (a base student without one of its own, as Llama-3.1-8B, borrows the template it trains with)."""
+    (a base student without one of its own, as Llama-3.1-8B, borrows the template it trains with), and vLLM's
+    max_model_len held to the model's positions where it has fewer (Qwen2.5-Math before its long-context SFT:
+    4,096; vLLM refuses a longer one)."""
+    ctx = contexts.get(path)
+    if cfg.engine == "vllm" and ctx and cfg.vllm.max_model_len and cfg.vllm.max_model_len > ctx:
+        cfg = cfg.model_copy(update={"vllm": cfg.vllm.model_copy(update={"max_model_len": ctx})})
     return engine_factory(cfg, path, chat_template=templates.get(path))
 
 
@@ -315,15 +323,24 @@ def eval_stage(run: Run, prompts_m: dict, teacher_m: dict, sft_ms: dict[str, dic
             pairs[s.name] = (f"student_before{suffix}", f"student_after{suffix}")
             for key in (f"student_before{suffix}", f"student_after{suffix}"):
                 templates[models[key][0]] = resolve_chat_template(s.chat_template)
+        contexts = {}  # a base student shorter than eval's max_model_len is evaluated within its own positions
+        if cfg.engine == "vllm" and cfg.vllm.max_model_len:
+            for key, (path, _) in models.items():
+                ctx = model_context(path) if key.startswith("student_before") else None
+                if ctx and ctx < cfg.vllm.max_model_len:
+                    contexts[path] = ctx
+                    log.warning("eval: %s has %d positions: evaluated with max_model_len %d, not %d", key, ctx, ctx, cfg.vllm.max_model_len)
         results, deltas, manifest = evaluate_all(
             models, cfg, d, heldout=prompts, heldout_verifier=run.recipe.verify.verifier, system_prompt=run.recipe.prompts.system_prompt,
-            engine_factory=partial(eval_engine_factory, cfg, templates), pairs=pairs,
+            engine_factory=partial(eval_engine_factory, cfg, templates, contexts), pairs=pairs,
         )
         free_memory()  # the engines are shut down: their memory goes back before the report
         teacher_delta = deltas.pop(TEACHER_RL, {})  # `delta` stays student -> benchmark (the cards read it)
         write_json(d / "results.json", {"results": results, "delta": deltas, "teacher_delta": teacher_delta, "manifest": manifest})
         n = sum(b["n_prompts"] for b in manifest["benchmarks"].values()) * len(models)
         ran_with = {**cfg.model_dump(mode="json", exclude={"vllm"}), **engine_settings(cfg), "models": {k: v[0] for k, v in models.items()}}
+        if contexts:  # models evaluated within their own, shorter context
+            ran_with["max_model_len_by_model"] = {k: contexts[p] for k, (p, _) in models.items() if p in contexts}
         return {"rows_in": n, "rows_out": n * cfg.k, "results": results, "delta": deltas, "teacher_delta": teacher_delta, "eval_manifest": manifest,
                 "files": {"eval_manifest.json": {}}, "settings": ran_with}
 

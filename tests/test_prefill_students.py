@@ -388,7 +388,28 @@ def test_eval_uses_the_template_each_student_trains_with(tmp_path):
     jinja = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     recipe = recipe_from_dict({"name": "t", "students": [{"name": "s", "model": "org/base", "chat_template": jinja}]})
     templates = {"/models/base": jinja, "/run/students/s/model": jinja}
-    before = eval_engine_factory(recipe.eval, templates, "/models/base")
-    teacher = eval_engine_factory(recipe.eval, templates, "/run/teacher/model")
+    before = eval_engine_factory(recipe.eval, templates, {}, "/models/base")
+    teacher = eval_engine_factory(recipe.eval, templates, {}, "/run/teacher/model")
     assert before.keywords["chat_template"] == jinja and before.args[1] == "/models/base"
     assert teacher.keywords["chat_template"] is None
+
+
+def test_eval_engine_holds_a_shorter_model_to_its_context():
+    """vLLM refuses a max_model_len over a model's positions: the base student before long-context SFT gets
+    its own (4,096 for Qwen2.5-Math), every other model the eval section's."""
+    from distill.config.recipe import recipe_from_dict
+    from distill.stage_fns import eval_engine_factory
+
+    recipe = recipe_from_dict({"name": "t", "eval": {"vllm": {"max_model_len": 32768}}})
+    base = eval_engine_factory(recipe.eval, {}, {"/models/base": 4096}, "/models/base")
+    after = eval_engine_factory(recipe.eval, {}, {"/models/base": 4096}, "/run/students/s/model")
+    assert base.args[0].vllm.max_model_len == 4096 and after.args[0].vllm.max_model_len == 32768
+    assert recipe.eval.vllm.max_model_len == 32768  # the recipe's section is not changed
+
+
+def test_model_context_reads_the_config(tmp_path):
+    from distill.core.models import model_context
+
+    (tmp_path / "config.json").write_text('{"max_position_embeddings": 4096}')
+    assert model_context(str(tmp_path)) == 4096
+    assert model_context(str(tmp_path / "missing")) is None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from distill.check.findings import MISSING, Checker, as_dict, setting
 from distill.config import curate as curate_config
+from distill.core import models
 
 # Student settings that extend the context (getattr: a field another change may add); model_init_kwargs too
 STUDENT_LONG_CONTEXT_FIELDS = ("rope", "rope_scaling", "rope_parameters", "long_context", "config_overrides")
@@ -23,6 +24,9 @@ SFT_DEFAULT_MAX_LENGTH = 512  # distill.training.sft's default when training_arg
 # Whether the curate stage drops traces longer than the smallest student max_length (reason too_long_for_sft,
 # curate.max_sft_tokens filled from the students); the tests turn it off to reproduce the code before the fix
 CURATE_DROPS_OVER_SFT_LENGTH = hasattr(curate_config, "with_sft_length")
+# Whether the eval stage scores a base student within its own positions when eval's max_model_len is longer
+# (distill.core.models.model_context read by stage_fns.eval_engine_factory); the tests turn it off
+EVAL_HOLDS_BASE_TO_ITS_CONTEXT = hasattr(models, "model_context")
 
 
 def long_context(student) -> tuple[str, int | None] | None:
@@ -104,19 +108,29 @@ def check_lengths(c: Checker) -> None:
 
 
 def _check_eval_lengths(c: Checker) -> None:
+    """Eval's max_model_len against each model it scores. A student is held to the recipe's limit after SFT
+    (its long-context setting, or its own positions); before SFT, a base with fewer positions is evaluated
+    within them (the eval stage lowers max_model_len for it, EVAL_HOLDS_BASE_TO_ITS_CONTEXT): a warning."""
     r = c.recipe
     ev = r.eval
     if not ev.enabled:
         return
-    models = [st.model for st in r.students] + ([r.teacher.model] if include_teacher(r) else [])
-    for m in dict.fromkeys(models):
-        _engine_len(c, "eval", ev, m)
+    if include_teacher(r):
+        _engine_len(c, "eval", ev, r.teacher.model)
     limit = ev.vllm.max_model_len if ev.engine == "vllm" else None
-    for i, st in enumerate(r.students):  # the student after SFT has the positions its long-context setting gave it
+    for i, st in enumerate(r.students):
+        info = c.model(st.model, f"students[{i}].model")
+        ctx = info.context if info is not None else None
         extended = long_context(st)
+        after = extended[1] if extended and extended[1] else ctx
         if limit and extended and extended[1] and limit > extended[1]:
             c.error("eval.vllm.max_model_len", f"{limit:,} tokens per sequence, but students[{i}] after SFT has {extended[1]:,} "
                     f"positions (students[{i}].{extended[0]})")
+        elif limit and ctx and limit > ctx and after and after > ctx and EVAL_HOLDS_BASE_TO_ITS_CONTEXT:
+            c.warn("eval.vllm.max_model_len", f"{st.model} has {ctx:,} positions before SFT: the eval stage scores it "
+                   f"within them (max_model_len {ctx:,}, answers cut there), the student after SFT at {limit:,}")
+        else:
+            _engine_len(c, "eval", ev, st.model)
 
 
 def include_teacher(r) -> bool:

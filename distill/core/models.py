@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import json
 from pathlib import Path
 
 from distill.core.storage import atomic_dir
@@ -84,3 +85,21 @@ def resolve_model(ref: str) -> str:
 def model_label(ref: str) -> str:
     """A short, stable name for a model reference (for ids and reports)."""
     return ref if ref.startswith("embedded:") or "/" not in ref or not Path(ref).exists() else Path(ref).name
+
+
+def model_context(path: str) -> int | None:
+    """The positions a model has (`max_position_embeddings` of its config), or None where it does not say.
+    Reads config.json only: a local folder directly, a hub id through transformers (no weights)."""
+    local = Path(path) / "config.json"
+    try:
+        if local.is_file():
+            cfg = json.loads(local.read_text())
+        else:
+            from transformers import AutoConfig  # heavy: only for a hub id, and only its config is fetched
+
+            cfg = AutoConfig.from_pretrained(path).to_dict()
+    except Exception:  # noqa: BLE001 - unknown context: the caller keeps its setting
+        return None
+    cfg = cfg.get("text_config", cfg)
+    n = cfg.get("max_position_embeddings")
+    return int(n) if isinstance(n, int) else None
