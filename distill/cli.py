@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", "-c", required=True, help="recipe YAML")
     sp.add_argument("--models", metavar="DIR", help="read hub ids org/name from DIR/org--name folders (offline tokenizer mirror)")
     sp.add_argument("overrides", nargs="*", help="recipe overrides, key=value")
-    sp = sub.add_parser("launch", help="run the sft stage under `accelerate launch` (multi-GPU, multi-node)")
+    sp = sub.add_parser("launch", help="run the sft (or teacher) stage under `accelerate launch` (multi-GPU, multi-node)")
     recipe_args(sp)
     sp.add_argument("--stage", choices=("sft", "teacher"), default="sft", help="sft (a student) or teacher (cold start + GRPO)")
     sp.add_argument("--student", help="which student (required when the recipe has several)")
