@@ -122,10 +122,11 @@ def test_sft_stage_leaves_no_model_behind(tiny_llama, tmp_path):
     recipe = recipe_from_dict({"name": "free", "students": [{"name": "s", "model": str(tiny_llama), "lora": {"enabled": False},
                                                              "training_args": SMALL_SFT}]})
     gc.collect()
+    before = {id(o) for o in gc.get_objects() if isinstance(o, PreTrainedModel)}  # other tests' models, still held
     gc.disable()  # only the stage's own collection may free them
     try:
         m = sft_stage(Run(recipe, run_dir), {"fingerprint": "merge-for-test"}, "s")
-        alive = [type(o).__name__ for o in gc.get_objects() if isinstance(o, PreTrainedModel)]
+        alive = [type(o).__name__ for o in gc.get_objects() if isinstance(o, PreTrainedModel) and id(o) not in before]
     finally:
         gc.enable()
     assert m["metrics"]["steps"] == 1
