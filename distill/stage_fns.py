@@ -297,9 +297,8 @@ def eval_engine_factory(cfg, templates: dict[str, str | None], contexts: dict[st
     (a base student without one of its own, as Llama-3.1-8B, borrows the template it trains with), and vLLM's
     max_model_len held to the model's positions where it has fewer (Qwen2.5-Math before its long-context SFT:
     4,096; vLLM refuses a longer one)."""
-    ctx = contexts.get(path)
-    if cfg.engine == "vllm" and ctx and cfg.vllm.max_model_len and cfg.vllm.max_model_len > ctx:
-        cfg = cfg.model_copy(update={"vllm": cfg.vllm.model_copy(update={"max_model_len": ctx})})
+    if path in contexts:  # only the models shorter than the section's max_model_len are listed
+        cfg = cfg.model_copy(update={"vllm": cfg.vllm.model_copy(update={"max_model_len": contexts[path]})})
     return engine_factory(cfg, path, chat_template=templates.get(path))
 
 
@@ -316,20 +315,19 @@ def eval_stage(run: Run, prompts_m: dict, teacher_m: dict, sft_ms: dict[str, dic
                 pairs[TEACHER_RL] = ("teacher_before_rl", "teacher")
             models["teacher"] = (teacher_m["model"], model_label("teacher", teacher_m))
         templates: dict[str, str | None] = {}  # a student is evaluated, before and after, with the template it trains with
+        contexts: dict[str, int] = {}  # a base student shorter than eval's max_model_len is evaluated within its own positions
+        limit = cfg.vllm.max_model_len if cfg.engine == "vllm" else None
         for i, s in enumerate(run.recipe.students):
             suffix = "" if i == 0 else f":{s.name}"
-            models[f"student_before{suffix}"] = (resolve_model(s.model), s.model)
-            models[f"student_after{suffix}"] = (sft_ms[s.name]["model"], model_label(f"student:{s.name}", sft_ms[s.name]))
+            before, after = resolve_model(s.model), sft_ms[s.name]["model"]
+            models[f"student_before{suffix}"] = (before, s.model)
+            models[f"student_after{suffix}"] = (after, model_label(f"student:{s.name}", sft_ms[s.name]))
             pairs[s.name] = (f"student_before{suffix}", f"student_after{suffix}")
-            for key in (f"student_before{suffix}", f"student_after{suffix}"):
-                templates[models[key][0]] = resolve_chat_template(s.chat_template)
-        contexts = {}  # a base student shorter than eval's max_model_len is evaluated within its own positions
-        if cfg.engine == "vllm" and cfg.vllm.max_model_len:
-            for key, (path, _) in models.items():
-                ctx = model_context(path) if key.startswith("student_before") else None
-                if ctx and ctx < cfg.vllm.max_model_len:
-                    contexts[path] = ctx
-                    log.warning("eval: %s has %d positions: evaluated with max_model_len %d, not %d", key, ctx, ctx, cfg.vllm.max_model_len)
+            templates[before] = templates[after] = resolve_chat_template(s.chat_template)
+            ctx = model_context(before) if limit else None
+            if ctx and ctx < limit:
+                contexts[before] = ctx
+                log.warning("eval: student_before%s has %d positions: evaluated with max_model_len %d, not %d", suffix, ctx, ctx, limit)
         results, deltas, manifest = evaluate_all(
             models, cfg, d, heldout=prompts, heldout_verifier=run.recipe.verify.verifier, system_prompt=run.recipe.prompts.system_prompt,
             engine_factory=partial(eval_engine_factory, cfg, templates, contexts), pairs=pairs,
