@@ -153,3 +153,97 @@ def test_long_stages_show_progress_bars_with_eta(tiny_run):
         assert re.search(rf"{re.escape(desc)}[^:\n]*: +\d+%\|.*{eta}", text), f"no progress bar with ETA for {desc!r}"
     # the trainers' own bars (cold start, GRPO, SFT): step counters with ETA, no description
     assert len(set(re.findall(rf"^ *100%\|[^|]*\| (\d+/\d+) {eta}", text, re.M))) >= 2
+
+
+# --- chart geometry: ticks, share axis, legends (issue 17) ------------------------------------------------------
+
+
+def svg_of(html: str, plot: str) -> str:
+    m = re.search(rf'data-plot="{plot}".*?<svg(.*?)</svg>', html, re.S)
+    assert m, f"no svg in plot {plot}"
+    return m.group(1)
+
+
+def ticks(svg: str, axis: str) -> list[str]:
+    """Tick labels: under the x axis centred, left of the y axis right-aligned."""
+    anchor = {"x": "middle", "y": "end"}[axis]
+    return re.findall(rf'text-anchor="{anchor}" class="tick[^"]*">([^<]*)<', svg)
+
+
+def test_tick_labels_are_unique_and_whole_numbers_on_a_narrow_integer_range():
+    data = synthetic(empty=False)
+    data["lengths"]["length-sampled"] = ("sampled", [44.0, 44.0, 45.0, 46.0, 46.0, 45.0, 44.0])  # 44 44 45 46 46 before
+    html = render(data)
+    for name in PLOTS:
+        svg = svg_of(html, name)
+        for axis in ("x", "y"):
+            labels = ticks(svg, axis)
+            assert len(labels) == len(set(labels)), (name, axis, labels)
+    assert ticks(svg_of(html, "length-sampled"), "x") == ["44", "45", "46"]
+    # counts are whole numbers: no 0.5 on a count axis
+    assert all(float(t).is_integer() for t in ticks(svg_of(html, "length-sampled"), "y"))
+
+
+def test_language_share_axis_stays_within_zero_and_one():
+    data = synthetic(empty=False)
+    data["lang_shares"] = [1.0, 1.0, 1.0]  # every trace all in its language: the axis ran 1..2 before
+    svg = svg_of(render(data), "lang-share")
+    xs = [float(t) for t in ticks(svg, "x")]
+    assert xs and max(xs) <= 1.0 and min(xs) >= 0.0
+    data["lang_shares"] = [1.0000001, -0.2, 0.5]  # out-of-range noise is clamped, not widening the axis
+    assert max(float(t) for t in ticks(svg_of(render(data), "lang-share"), "x")) <= 1.0
+
+
+def plot_and_legend_boxes(svg: str) -> tuple[tuple[float, float, float, float], list[float]]:
+    area = re.search(r'<rect class="plotarea" x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)"', svg)
+    assert area, "no plot area"
+    leg = re.search(r'<g class="legend">(.*?)</g>', svg, re.S)
+    assert leg, "no legend"
+    return tuple(float(v) for v in area.groups()), [float(x) for x in re.findall(r'<rect x="([\d.]+)"', leg.group(1))]
+
+
+@pytest.mark.parametrize("plot", ["grpo-rewards", "pass-at-k", "length-verified"])
+def test_legends_sit_outside_the_plot_area(plot):
+    svg = svg_of(render(synthetic(empty=False)), plot)
+    (x, _, w, _), legend_xs = plot_and_legend_boxes(svg)
+    assert legend_xs and min(legend_xs) >= x + w, (plot, x + w, legend_xs)
+    # every mark lies inside the plot area
+    for cx in re.findall(r'<circle class="mark" cx="([\d.]+)"', svg):
+        assert x <= float(cx) <= x + w
+
+
+BOXES_JS = """<script>
+const out = [];
+document.querySelectorAll('figure.plot svg').forEach(svg => {
+  const a = svg.querySelector('rect.plotarea'), g = svg.querySelector('g.legend');
+  if (!a || !g) return;
+  const A = a.getBBox(), L = g.getBBox(), W = svg.viewBox.baseVal.width;
+  out.push([svg.closest('figure').dataset.plot, A.x, A.y, A.width, A.height, L.x, L.y, L.width, L.height, W].join(','));
+});
+document.body.setAttribute('data-boxes', out.join(';'));
+</script>"""
+
+
+@pytest.mark.slow
+def test_rendered_legends_clear_the_plot_area_and_ticks_are_unique(tiny_run):
+    """Chromium's own text metrics: each legend's box lies right of its plot area and inside the SVG."""
+    run_dir: Path = tiny_run["run_dir"]
+    html = (run_dir / "report.html").read_text()
+    for name in PLOTS:
+        if f'data-plot="{name}" data-empty="false"' in html:
+            for axis in ("x", "y"):
+                labels = ticks(svg_of(html, name), axis)
+                assert len(labels) == len(set(labels)), (name, axis, labels)
+    probe = run_dir / ".boxes.html"
+    probe.write_text(html.replace("</body>", BOXES_JS + "</body>"))
+    flags = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={run_dir / '.chromium-boxes'}"]
+    dom = subprocess.run([*flags, "--dump-dom", probe.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    boxes = re.search(r'data-boxes="([^"]*)"', dom.stdout).group(1).split(";")
+    names = {b.split(",")[0] for b in boxes}
+    assert {"grpo-rewards", "pass-at-k"} <= names, names
+    for b in boxes:
+        name, *v = b.split(",")
+        ax, ay, aw, ah, lx, ly, lw, lh, width = map(float, v)
+        assert lx >= ax + aw, f"{name}: legend starts at {lx}, inside the plot area (right edge {ax + aw})"
+        assert lx + lw <= width + 0.5, f"{name}: legend runs past the SVG ({lx + lw} > {width})"

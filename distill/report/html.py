@@ -161,9 +161,37 @@ def hbars(items: list[tuple[str, float]], color: str = PALETTE[0]) -> str | None
     return "".join(out)
 
 
-def _axes(x0: float, x1: float, y0: float, y1: float, xlabel: str, ylabel: str, integer_x: bool = False) -> tuple[str, Any, Any]:
-    """Axes with 5 ticks each; returns (svg, sx, sy) mapping data to pixels."""
-    left, right, top, bottom = 60, W - M["r"], M["t"], H - M["b"]
+def nice_ticks(lo: float, hi: float, integer: bool = False, most: int = 6) -> list[float]:
+    """At most `most` ticks on round values (1, 2 or 5 x 10^k) inside [lo, hi]; whole numbers only when
+    `integer` (a count, a step, a token length): a narrow range gets fewer ticks, never a repeated label."""
+    span = hi - lo
+    if span <= 0:
+        return [lo]
+    step = 1.0
+    for _ in range(2):  # the first guess may still give one tick too many
+        raw = span / max(1, most - 1)
+        mag = 10 ** math.floor(math.log10(raw))
+        step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+        if integer:
+            step = max(1.0, float(round(step)))
+        if math.floor(hi / step + 1e-9) - math.ceil(lo / step - 1e-9) + 1 <= most:
+            break
+        most -= 1
+    return [round(i * step, 10) for i in range(math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9) + 1)] or [lo]
+
+
+def tick_label(v: float, ticks: list[float]) -> str:
+    """`v` with as many decimals as the tick spacing needs, so neighbouring labels differ."""
+    step = min((b - a for a, b in zip(ticks, ticks[1:])), default=1.0)
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9)) if step < 1 else 0
+    return f"{v:,.{decimals}f}" if abs(v) >= 1000 else f"{v:.{decimals}f}"
+
+
+def _axes(x0: float, x1: float, y0: float, y1: float, xlabel: str, ylabel: str, integer_x: bool = False,
+          integer_y: bool = False, legend_w: int = 0) -> tuple[str, Any, Any]:
+    """Axes with round ticks; returns (svg, sx, sy) mapping data to pixels. `legend_w`: room kept right of
+    the plot area for a legend (drawn by the caller at x = W - M["r"] - legend_w + 10), so it covers no data."""
+    left, right, top, bottom = 60, W - M["r"] - legend_w, M["t"], H - M["b"]
     if x1 == x0:
         x0, x1 = x0 - 0.5, x1 + 0.5
     if y1 == y0:  # a flat line: give it room (from 0 up when it is 0, as rewards and rates are)
@@ -175,30 +203,49 @@ def _axes(x0: float, x1: float, y0: float, y1: float, xlabel: str, ylabel: str, 
     def sy(y: float) -> float:
         return bottom - (y - y0) / (y1 - y0) * (bottom - top)
 
-    out = [f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" class="axis"/>',
+    out = [f'<rect class="plotarea" x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" fill="none"/>',
+           f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" class="axis"/>',
            f'<line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" class="axis"/>']
-    for i in range(5):
-        yv = y0 + (y1 - y0) * i / 4
+    yt = nice_ticks(y0, y1, integer_y, most=5)
+    for yv in yt:
         out.append(f'<line x1="{left}" y1="{sy(yv):.1f}" x2="{right}" y2="{sy(yv):.1f}" class="grid"/>')
-        out.append(f'<text x="{left - 4}" y="{sy(yv) + 4:.1f}" text-anchor="end" class="tick">{_e(_fmt(yv))}</text>')
-        xv = x0 + (x1 - x0) * i / 4
-        if integer_x and abs(xv - round(xv)) > 1e-9:
-            continue
-        out.append(f'<text x="{sx(xv):.1f}" y="{bottom + 14}" text-anchor="middle" class="tick">{_e(_fmt(xv))}</text>')
+        out.append(f'<text x="{left - 4}" y="{sy(yv) + 4:.1f}" text-anchor="end" class="tick ytick">{_e(tick_label(yv, yt))}</text>')
+    xt = nice_ticks(x0, x1, integer_x, most=6)
+    for xv in xt:
+        out.append(f'<text x="{sx(xv):.1f}" y="{bottom + 14}" text-anchor="middle" class="tick xtick">{_e(tick_label(xv, xt))}</text>')
     out.append(f'<text x="{(left + right) / 2:.0f}" y="{H - 6}" text-anchor="middle" class="axlbl">{_e(xlabel)}</text>')
     out.append(f'<text x="12" y="{(top + bottom) / 2:.0f}" text-anchor="middle" class="axlbl" transform="rotate(-90 12 {(top + bottom) / 2:.0f})">{_e(ylabel)}</text>')
     return "".join(out), sx, sy
 
 
-def histogram(values: list[float] | dict[str, list[float]] | None, xlabel: str, bins: int = 20, color: str = PALETTE[0]) -> str | None:
-    """A histogram; a dict of series is stacked (one colour each, with a legend)."""
+def legend_width(labels: list[str]) -> int:
+    """Room for a legend column: a swatch and the longest label (~6 px a character at 11 px)."""
+    return min(200, 30 + 6 * max((len(t) for t in labels), default=0)) if any(labels) else 0
+
+
+def legend(entries: list[tuple[str, str]], width: int) -> str:
+    """(colour, label) swatches in a column right of the plot area (see `_axes`' legend_w)."""
+    x = W - M["r"] - width + 10
+    out = ['<g class="legend">']
+    for i, (colour, label) in enumerate(entries):
+        ly = M["t"] + 4 + 14 * i
+        out.append(f'<rect x="{x}" y="{ly}" width="10" height="10" fill="{colour}"/><text x="{x + 15}" y="{ly + 9}" class="lbl">{_e(label)}</text>')
+    return "".join(out) + "</g>"
+
+
+def histogram(values: list[float] | dict[str, list[float]] | None, xlabel: str, bins: int = 20, color: str = PALETTE[0],
+              bounds: tuple[float, float] | None = None) -> str | None:
+    """A histogram; a dict of series is stacked (one colour each, with a legend beside the plot). `bounds`:
+    a fixed x range that values are clamped into (a share: (0, 1)); else the data's."""
     series = values if isinstance(values, dict) else {"": values or []}
     colours = {k: PALETTE[j % len(PALETTE)] for j, k in enumerate(series)}  # fixed per series, drawn or not
     series = {k: v for k, v in series.items() if v}
     if not series:
         return None
+    if bounds:
+        series = {k: [min(bounds[1], max(bounds[0], v)) for v in vals] for k, vals in series.items()}
     every = [v for vals in series.values() for v in vals]
-    lo, hi = min(every), max(every)
+    lo, hi = bounds or (min(every), max(every))
     if hi == lo:
         hi = lo + 1
     width = (hi - lo) / bins
@@ -206,10 +253,14 @@ def histogram(values: list[float] | dict[str, list[float]] | None, xlabel: str, 
     for k, vals in series.items():
         for v in vals:
             counts[k][min(bins - 1, int((v - lo) / width))] += 1
-    axes, sx, sy = _axes(lo, hi, 0, max(sum(c[i] for c in counts.values()) for i in range(bins)), xlabel, "count")
+    entries = [(colours[k], f"{k} ({len(series[k])})") for k in series if k]
+    lw = legend_width([t for _, t in entries])
+    integer_x = bounds is None and all(float(v).is_integer() for v in every)
+    axes, sx, sy = _axes(lo, hi, 0, max(sum(c[i] for c in counts.values()) for i in range(bins)), xlabel, "count",
+                         integer_x=integer_x, integer_y=True, legend_w=lw)
     out = [axes]
     base = [0] * bins
-    for j, (k, cs) in enumerate(counts.items()):
+    for k, cs in counts.items():
         col = color if len(colours) == 1 else colours[k]
         for i, c in enumerate(cs):
             if not c:
@@ -219,21 +270,19 @@ def histogram(values: list[float] | dict[str, list[float]] | None, xlabel: str, 
             out.append(f'<rect class="mark" x="{x:.1f}" y="{y_top:.1f}" width="{max(1.0, x2 - x - 1):.1f}" height="{y_bot - y_top:.1f}" '
                        f'fill="{col}"><title>{_e(k)} {_fmt(lo + i * width)}–{_fmt(lo + (i + 1) * width)}: {c}</title></rect>')
             base[i] += c
-        if k:
-            ly = M["t"] + 4 + 14 * j
-            out.append(f'<rect x="{W - 130}" y="{ly}" width="10" height="10" fill="{col}"/><text x="{W - 115}" y="{ly + 9}" class="lbl">{_e(k)} ({len(series[k])})</text>')
-    return "".join(out)
+    return "".join(out) + (legend(entries, lw) if entries else "")
 
 
 def lines(series: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str, integer_x: bool = True) -> str | None:
-    """One line with point markers per series; a legend in the top-right corner."""
+    """One line with point markers per series; a legend beside the plot area (one series: none, the title says it)."""
     series = {k: [(x, y) for x, y in pts if y is not None and not (isinstance(y, float) and math.isnan(y))] for k, pts in series.items()}
     series = {k: v for k, v in series.items() if v}
     if not series:
         return None
     xs = [x for pts in series.values() for x, _ in pts]
     ys = [y for pts in series.values() for _, y in pts]
-    axes, sx, sy = _axes(min(xs), max(xs), min(0.0, min(ys)), max(ys), xlabel, ylabel, integer_x)
+    lw = legend_width(list(series)) if len(series) > 1 else 0
+    axes, sx, sy = _axes(min(xs), max(xs), min(0.0, min(ys)), max(ys), xlabel, ylabel, integer_x, legend_w=lw)
     out = [axes]
     for i, (name, pts) in enumerate(series.items()):
         c = PALETTE[i % len(PALETTE)]
@@ -241,9 +290,7 @@ def lines(series: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str
         out.append(f'<polyline class="mark" points="{path}" fill="none" stroke="{c}" stroke-width="2"/>')
         for x, y in pts:
             out.append(f'<circle class="mark" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{c}"><title>{_e(name)} @ {_fmt(x)}: {_fmt(y)}</title></circle>')
-        ly = M["t"] + 4 + 14 * i
-        out.append(f'<rect x="{W - 170}" y="{ly}" width="10" height="10" fill="{c}"/><text x="{W - 155}" y="{ly + 9}" class="lbl">{_e(name)}</text>')
-    return "".join(out)
+    return "".join(out) + (legend([(PALETTE[i % len(PALETTE)], name) for i, name in enumerate(series)], lw) if lw else "")
 
 
 # --- page ---------------------------------------------------------------------------------------------
@@ -301,7 +348,7 @@ def render(data: dict[str, Any]) -> str:
     figs["Language"] = [
         _figure("languages", "Traces per target language, kept / rejected by curation", hbars(lang_items, PALETTE[4]),
                 "no curated traces"),
-        _figure("lang-share", "Share of each trace in its target language", histogram(data["lang_shares"], "target-language share", bins=20, color=PALETTE[2]),
+        _figure("lang-share", "Share of each trace in its target language", histogram(data["lang_shares"], "target-language share", bins=20, color=PALETTE[2], bounds=(0.0, 1.0)),
                 "no curated traces with a language share"),
     ]
     rc = {name: list(enumerate(vals, 1)) for name, vals in (t.get("reward_curves") or {}).items()}
