@@ -17,6 +17,7 @@ from huggingface_hub import DatasetCard, ModelCard
 
 from distill.publish.cards import NOT_RECORDED, model_card, provenance_sections, source_licences
 from distill.publish.hub import PLAN, PublishError, publish, repo_ids
+from distill.publish.safety import MARK
 from distill.config.base import RecipeError
 from distill.config.recipe import load_recipe, recipe_from_dict
 
@@ -76,7 +77,7 @@ def test_dry_run_cards_validate_and_datasets_load(tiny_run):
     assert set(kinds) == {"r1-distill-tests/tiny-reasoning", "r1-distill-tests/tiny-non-reasoning", "r1-distill-tests/tiny-merged", "r1-distill-tests/tiny-tiny-student"}
 
     # exactly the planned files on disk, nothing else
-    on_disk = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} - {PLAN}
+    on_disk = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} - {PLAN, MARK}  # MARK: which run, which files
     planned = {f"{r['path']}/{f}" for r in plan["repos"] for f in r["files"]}
     assert on_disk == planned
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from distill.config.base import Section
+from distill.config.names import hub_repo_id
 
 
 class PublishConfig(Section):
@@ -24,7 +25,6 @@ class PublishConfig(Section):
 
     @field_validator("dataset_repo", "model_repo_prefix")
     @classmethod
-    def _repo_id(cls, v: str | None) -> str | None:
-        if v is not None and (v.count("/") > 1 or not v.strip("/") or any(c.isspace() for c in v)):
-            raise ValueError(f"{v!r} is not a Hub repo id (name or org/name)")
-        return v
+    def _repo_id(cls, v: str | None, info: ValidationInfo) -> str | None:
+        # a Hub id, never a path: the dry run joins it under OUT (an absolute or `..` id would leave it)
+        return None if v is None else hub_repo_id(v, f"publish.{info.field_name}")

@@ -20,6 +20,7 @@ from distill.config.base import RecipeError, Section, duplicates
 from distill.config.curate import CurateConfig
 from distill.config.eval import EvalConfig
 from distill.config.merge import MergeConfig
+from distill.config.names import SafeName
 from distill.config.prompts import PromptsConfig
 from distill.config.publish import PublishConfig
 from distill.config.rewards import REWARD_NAMES
@@ -30,7 +31,7 @@ from distill.config.verify import VerifyConfig
 
 
 class Recipe(Section):
-    name: str
+    name: SafeName  # one path component: runs/<name> stays under runs/ (distill/config/names.py)
     description: str = ""
     run_dir: str | None = None  # default: runs/<name>
     seed: int = 0

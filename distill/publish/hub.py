@@ -25,17 +25,17 @@ from typing import Any
 
 import polars as pl
 
+from distill.config.names import hub_repo_id
 from distill.config.recipe import Recipe
 from distill.core.storage import file_sha256, read_json, write_json
 from distill.publish.cards import dataset_card, model_card, source_licences
+from distill.publish.safety import PublishError, check_out, commit_out, model_files
+
+__all__ = ["PLAN", "PublishError", "publish", "publish_stage", "repo_ids", "revision", "stage", "token_source"]
 
 log = logging.getLogger(__name__)
 
 PLAN = "publish_plan.json"  # beside the repo folders in a dry run; not pushed
-
-
-class PublishError(RuntimeError):
-    """A run that cannot be published as asked; the message says what is missing."""
 
 
 def token_source() -> str | None:
@@ -55,6 +55,13 @@ def repo_ids(recipe: Recipe) -> dict[str, str]:
     models = cfg.model_repo_prefix or recipe.name
     ids = {kind: f"{base}-{kind}" for kind in ("reasoning", "non-reasoning", "merged")}
     ids |= {f"model:{s.name}": f"{models}-{s.name}" for s in recipe.students}
+    for key, rid in ids.items():  # each id becomes a path under OUT: a Hub id, never a path
+        field = "publish.model_repo_prefix (or the recipe name) and the student name" if key.startswith("model:") \
+            else "publish.dataset_repo (or the recipe name)"
+        try:
+            hub_repo_id(rid, field)
+        except ValueError as e:
+            raise PublishError(f"cannot publish: {e}") from None
     return ids
 
 
@@ -121,8 +128,8 @@ def stage(run_dir: Path, recipe: Recipe, out: Path) -> dict[str, Any]:
         src = _need(run_dir / "students" / s.name / "model", f"the checkpoint of student {s.name!r}")
         d = out / "models" / ids[f"model:{s.name}"]
         d.mkdir(parents=True, exist_ok=True)
-        for f in sorted(p for p in src.rglob("*") if p.is_file()):
-            _link_or_copy(f, d / f.relative_to(src))
+        for f, rel in model_files(src, s.name):  # regular files only: a symlink may not reach outside the model dir
+            _link_or_copy(f, d / rel)
         model_card(recipe, report, student=s.name, repo_ids=ids).save(d / "README.md")
         repos.append({"repo_id": ids[f"model:{s.name}"], "repo_type": "model", "dir": d})
     plan = {
@@ -153,12 +160,18 @@ def publish(run_dir: Path, recipe: Recipe, *, dry_run: bool, out: Path | None = 
     """Dry run: stage into `out` (default `<run_dir>/publish`) and write the plan there. Push: stage into a
     temporary directory, then create each repo (private as configured), its run branch, and upload."""
     _check_licences(recipe)
+    repo_ids(recipe)  # every repo id is a Hub id before anything is written
     if dry_run:
         out = Path(out) if out else Path(run_dir) / "publish"
-        if out.exists():
-            shutil.rmtree(out)  # exactly this run's files, nothing left from an earlier dry run
-        plan = stage(run_dir, recipe, out)
-        write_json(out / PLAN, plan)
+        # never deletes what it did not write: OUT is new, empty or this run's previous dry run (safety.py)
+        dst, staging = check_out(Path(run_dir), out)
+        try:
+            plan = stage(run_dir, recipe, staging)
+            write_json(staging / PLAN, plan)
+            commit_out(Path(run_dir), dst, staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         log.info("publish (dry run): %d repos written under %s, branch %s; Hub token: %s", len(plan["repos"]), out, plan["revision"],
                  plan["token"] or "none found (a push needs HF_TOKEN or huggingface-cli login)")
         return {**plan, "dry_run": True, "out": str(out)}
