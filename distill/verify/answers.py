@@ -6,7 +6,9 @@
 - `json`: the last JSON object in the answer that has the key (a fenced ```json block or a bare
   object), its value compared with the reference (numbers numerically, strings case- and space-folded).
 
-All read the text after `</think>` when the completion has a closed think block, like the math verifier.
+All read the final answer section the math verifier reads (distill.verify.extract.final_text: the text after
+`</think>`, the last `<answer>` block's content; for reasoning that never closed, only an explicit final answer,
+else the row is `unfinished_reasoning`, never correct).
 Prompt templates for each kind live here too, so the eval manifest can record the one that was used.
 """
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 
-from distill.core.schema import split_think
+from distill.verify.extract import UNFINISHED, final_text, unfinished_without_answer
 from distill.verify.registry import Verdict, register, register_factory
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -48,7 +50,7 @@ def render_prompt(template: str, question: str, choices: list[str] | None = None
 
 
 def _final(completion: str) -> str:
-    return split_think(completion or "").final
+    return final_text(completion or "")
 
 
 def extract_choice(completion: str) -> str | None:
@@ -127,6 +129,8 @@ def verify_choice(completion: str, reference: str | None) -> Verdict:
     gold = gold_letter(reference)
     if gold is None:
         return Verdict(None, "no_reference" if reference in (None, "") else "unparseable_reference")
+    if unfinished_without_answer(completion):
+        return Verdict(False, UNFINISHED)
     got = extract_choice(completion)
     if got is None:
         return Verdict(None, "no_answer")
@@ -142,6 +146,8 @@ def _json_verifier(key: str = "answer"):
             gold = json.loads(reference)
         except (json.JSONDecodeError, TypeError):
             gold = reference
+        if unfinished_without_answer(completion):
+            return Verdict(False, UNFINISHED)
         got = extract_json_answer(completion, key)
         if got is None:
             return Verdict(None, "no_answer")

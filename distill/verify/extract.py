@@ -1,6 +1,16 @@
 """Where a completion states its final answer: the text after `</think>` (the last `<answer>` block when
 there is one), and in it the last `\\boxed{}`, "the answer is X", math span or number.
 
+Reasoning that never closed (`<think>` without `</think>`: the model ran out of tokens or never stopped
+thinking) has a final answer only when it ends on an explicit one: a `\\boxed{}`, an `<answer>` block, a
+"Final Answer: X" / `Answer: X` line, with at most a short remark after it. Anything else ("...5*8 = 40,
+and") is no answer at all, whatever number comes last: answer_section is then empty, so every verifier
+(math, multiple choice, JSON, code, the judge) and through them rejection sampling, the RL accuracy reward
+and eval pass@1 see no answer. Callers pass the model's whole turn: a `<think>` that the chat template
+prefilled (the trace's `prefill` column) is put back in front of the completion (distill.verify.table does
+this; RL rewards verify Template.produced text); a completion with no think tags at all (a non-thinking
+task or model) is all answer.
+
 Shared by the math verifier (distill.verify.math), the code verifier (its fenced block is read from the same
 final text) and the LLM judge (what it is shown as the answer).
 """
@@ -9,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from distill.core.schema import split_think
+from distill.core.schema import THINK_CLOSE, THINK_OPEN, split_think
 
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 # "The final answer is X", "the answer is: X", "Answer: X"; X runs to the end of its sentence.
@@ -83,9 +93,71 @@ MAX_EXTRACT_CHARS = 20_000
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 
+# Explicit final-answer markers, the only ones that count at the end of reasoning that never closed.
+_EXPLICIT = re.compile(
+    r"\\(?:boxed|fbox)\s*\{|<answer>|\bfinal\s+answer\b\s*(?:is\b|[:：]|\**\s*$)|^[\s*#]*answer\s*\**\s*[:：]",
+    re.IGNORECASE | re.MULTILINE,
+)
+# Text allowed after the explicit answer ("... dollars.", "Hope this helps!") before it counts as more reasoning.
+MAX_AFTER_ANSWER = 80
+# A line that stops mid-sentence: on a comma/colon, or on a word that needs a continuation.
+_MID_SENTENCE = re.compile(r"(?:[,;:]|\b(?:and|or|but|so|the|a|an|to|of|is|then|if|because|which|that))\s*$", re.IGNORECASE)
+
+
+def reasoning_unfinished(completion: str) -> bool:
+    """`<think>` opened and never closed (pass the whole turn: a prefilled `<think>` included)."""
+    text = completion or ""
+    return THINK_OPEN in text and THINK_CLOSE not in text
+
+
+def _explicit_tail(text: str) -> str:
+    """The end of unfinished reasoning from the line of its last explicit answer marker, when that answer is
+    complete (a balanced box, a closed `<answer>`, a line that does not stop mid-sentence) and at most a short
+    remark follows it; "" otherwise."""
+    text = text[-MAX_EXTRACT_CHARS:]
+    markers = list(_EXPLICIT.finditer(text))
+    if not markers:
+        return ""
+    m = markers[-1]
+    tail = text[text.rfind("\n", 0, m.start()) + 1 :]
+    offset = m.start() - (len(text) - len(tail))
+    if m.group().lower() == "<answer>":
+        close = tail.find("</answer>", offset)
+        end = -1 if close < 0 else close + len("</answer>")
+    elif m.group().startswith("\\"):
+        boxed = last_boxed(tail[offset:])
+        end = -1 if boxed is None else offset + boxed[1]
+    else:
+        line_end = tail.find("\n", offset)
+        end = len(tail) if line_end < 0 else line_end
+        if _MID_SENTENCE.search(tail[:end]):
+            end = -1
+    if end < 0 or len(tail[end:].strip()) > MAX_AFTER_ANSWER:
+        return ""
+    return tail
+
+
+def answer_section(completion: str) -> str:
+    """Where the final answer may be: the text after `</think>`; for reasoning that never closed, only its
+    explicit final answer (see module doc; "" when there is none); without think tags, the whole text."""
+    text = completion or ""
+    if reasoning_unfinished(text):
+        return _explicit_tail(text)
+    return split_think(text).final
+
+
+UNFINISHED = "unfinished_reasoning"  # the verdict reason (correct=False) of reasoning cut off before any answer
+
+
+def unfinished_without_answer(completion: str) -> bool:
+    """Reasoning that never closed and states no final answer: never correct, whatever its last number."""
+    return reasoning_unfinished(completion) and not answer_section(completion)
+
+
 def final_text(completion: str) -> str:
-    """The text after `</think>`; when it holds `<answer>` blocks (the R1-Zero template), the last one's content."""
-    final = split_think(completion or "").final[-MAX_EXTRACT_CHARS:]
+    """The answer section (answer_section); when it holds `<answer>` blocks (the R1-Zero template), the last
+    one's content."""
+    final = answer_section(completion)[-MAX_EXTRACT_CHARS:]
     tagged = [m.group(1).strip() for m in _ANSWER_TAG.finditer(final)]
     tagged = [t for t in tagged if t]
     return tagged[-1] if tagged else final
@@ -94,8 +166,9 @@ def final_text(completion: str) -> str:
 def extract_final_answer(completion: str) -> str | None:
     """The final answer of a completion, or None when it states nothing answer-like.
 
-    Reads the text after `</think>` when there is a closed think block, else the whole completion (this
-    scores the answer, not the format; curation checks the format), and inside it the last non-empty
+    Reads the text after `</think>` when there is a closed think block, only an explicit final answer when
+    the think block never closed, else the whole completion (this scores the answer, not the format;
+    curation checks the format), and inside it the last non-empty
     `<answer>...</answer>` block when there is one (the R1-Zero template). Prefers the last `\\boxed{}`/`\\fbox{}`
     (unless a later "the final answer is X" follows it), then the last "answer is X" / "Answer: X", then the
     last math span ($...$, \\(...\\), \\[...\\]), then the last number.

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 from distill.core.schema import split_think
 from distill.engines.base import Request, SamplingParams
-from distill.verify.extract import extract_final_answer
+from distill.verify.extract import answer_section, extract_final_answer
 from distill.verify.math import verify_math
 from distill.verify.registry import Verdict, Verifier, map_verdicts, register_factory
 
@@ -109,7 +109,7 @@ class LLMJudge:
         """What the judge is shown as the answer: the extracted final answer, else the final text's tail."""
         answer = extract_final_answer(completion)
         if answer is None:
-            answer = split_think(completion or "").final[-self.max_chars :].strip() or None
+            answer = answer_section(completion)[-self.max_chars :].strip() or None  # "" for unfinished reasoning
         return answer[-self.max_chars :] if answer else None
 
     def messages(self, answer: str, reference: str, problem: str | None = None) -> list[dict]:

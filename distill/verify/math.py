@@ -13,7 +13,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from distill.verify.extract import WRAPPED, final_text, last_boxed, locate_answer
+from distill.verify.extract import UNFINISHED, WRAPPED, final_text, last_boxed, locate_answer, unfinished_without_answer
 from distill.verify.registry import Verdict, register
 
 # Math-Verify runs without its signal-based timeout (see module doc), so parse time is bounded by length: the
@@ -203,6 +203,8 @@ def verify_math(completion: str, reference: str | None) -> Verdict:
         # that parses to a math object may make anything correct.
         if not gold:
             return Verdict(None, "unparseable_reference")
+        if unfinished_without_answer(completion):
+            return Verdict(False, UNFINISHED)
         answer = _parse_answer(final_text(completion))
         if answer is None:
             return Verdict(None, "no_final_answer")

@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 
 from distill.core.models import resolve_model
+from distill.core.schema import PREFILL, full_completion
 from distill.core.storage import read_table, write_parquet
 from distill.engines.factory import engine_for
 from distill.verify.registry import Verifier, get_verifier, map_verdicts, unrouted_reason, verifier_for_task
@@ -37,6 +38,8 @@ def verify_table_with_stats(
     if completion_col not in df.columns:
         raise ValueError(f"column {completion_col!r} not found (columns: {', '.join(df.columns)})")
     completions = [c or "" for c in df.get_column(completion_col).to_list()]
+    if PREFILL in df.columns:  # the model's whole turn: a prefilled `<think>` that never closed is unfinished reasoning
+        completions = [full_completion(c, p) for c, p in zip(completions, df.get_column(PREFILL).to_list())]
     # Answers can arrive typed (JSONL `"answer": 42` reads as Int64); verifiers take strings.
     answers = (
         [None if a is None else str(a) for a in df.get_column(answer_col).to_list()]
