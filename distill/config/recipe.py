@@ -79,7 +79,23 @@ class _RecipeLoader(yaml.SafeLoader):
 
     PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent, so `learning_rate: 1e-5`
     would arrive as the string "1e-5" and fail deep inside the trainer instead of meaning 0.00001.
+
+    Anchors and aliases (`&a` / `*a`) are refused: recipes do not need them, and a few hundred bytes of
+    nested aliases expand to gigabytes once the recipe is copied (the alias bomb, "billion laughs").
     """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise AliasRefused(event.start_mark.line + 1)
+        return super().compose_node(parent, index)
+
+
+class AliasRefused(yaml.YAMLError):
+    """A YAML anchor or alias in recipe text (see _RecipeLoader)."""
+
+    def __init__(self, line: int):
+        super().__init__(f"line {line}: YAML anchors and aliases (&name / *name) are not allowed in a recipe")
 
 
 _RecipeLoader.add_implicit_resolver(
@@ -175,8 +191,14 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise RecipeError(f"recipe file not found: {path}")
     try:
         data = read_yaml(path.read_text()) or {}
+    except AliasRefused as e:
+        raise RecipeError(f"recipe {path}: {e}") from None
     except yaml.YAMLError as e:
         raise RecipeError(f"recipe {path} is not valid YAML: {e}") from None
+    except RecursionError:  # the composer recurses once per level: `[[[[...` thousands deep
+        raise RecipeError(f"recipe {path}: nested too deeply to be a recipe") from None
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"recipe {path}: not UTF-8 text (byte {e.start})") from None
     if not isinstance(data, dict):
         raise RecipeError(f"recipe {path}: top level must be a mapping, got {type(data).__name__}")
     return recipe_from_dict(data, source=str(path), overrides=overrides)
