@@ -9,13 +9,14 @@
     distill plan recipes/r1-distill-qwen2.5-32b.yaml --gpu H100-80GB --gpus 8   # memory and GPU-hours
     distill launch --config recipes/r1-distill-qwen2.5-32b.yaml [--nodes 2]    # sft under accelerate launch
     distill check --config recipes/r1-distill-qwen2.5-32b.yaml --models ../shared/tokenizers   # preflight, no weights
+    distill status runs/demo [--config recipes/demo.yaml]         # each stage: done/running/crashed, rows, cost, reruns
+    distill --quiet|--verbose COMMAND ...                         # warnings and the result only | every library line
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from distill.config.base import RecipeError
 from distill.config.recipe import load_recipe, pin_threads
 from distill.config.verify import VerifyConfig
 from distill.core.models import cache_dir, resolve_model
+from distill.core.progress import configure_console, verbosity
 from distill.core.run import Run
 from distill.core.storage import read_table, write_parquet
 from distill.engines.base import require_cuda
@@ -34,6 +36,7 @@ from distill.pipeline import run_pipeline, stage_summary
 from distill.planning.plan import R1_MEAN_COMPLETION, Assumptions, format_plan, plan_recipe
 from distill.publish.hub import PublishError, publish
 from distill.stages import COMMANDS
+from distill.status import status
 from distill.verify.table import verdict_counts, verify_with_config
 from filters.curate import curate_file
 from rl.plan import build_plan, render_plan
@@ -52,6 +55,9 @@ def _set_environment() -> None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="distill", description="R1-style reasoning distillation pipeline.")
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument("--quiet", "-q", action="store_true", help="warnings, errors and the result only (any position)")
+    loud.add_argument("--verbose", "-v", action="store_true", help="every library's log lines and per-step metrics (any position)")
     sub = p.add_subparsers(dest="command", required=True)
 
     def recipe_args(sp):
@@ -119,6 +125,12 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--main-process-ip", default="${MAIN_PROCESS_IP}")
     sp.add_argument("--port", type=int, default=29500)
     sp.add_argument("--dry-run", action="store_true", help="print the command; do not run it")
+    sp = sub.add_parser("status", help="each stage of a run: done / running / crashed / not started, rows, seconds, "
+                        "device-hours and cost so far, what a rerun would redo and why (no model, no Prefect)")
+    sp.add_argument("run_dir", help="a run directory (runs/<recipe name>)")
+    sp.add_argument("--config", "-c", help="the recipe to compare with (default: RUN_DIR/recipe.yaml, written at the end of a run)")
+    sp.add_argument("--json", action="store_true", help="print the status as JSON")
+    sp.add_argument("overrides", nargs="*", help="recipe overrides, key=value")
     sp = sub.add_parser("prepare-model", help="convert the embedded SmolLM2 to safetensors in the cache")
     sp.add_argument("model", nargs="?", default="embedded:smollm2-135m-instruct")
     return p
@@ -134,10 +146,10 @@ def _load(args):
 
 def main(argv: list[str] | None = None) -> int:
     _set_environment()
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpcore", "urllib3"):  # one line per Prefect API call otherwise
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    flags = [a for a in argv if a in ("--quiet", "-q", "--verbose", "-v")]  # global: accepted after the command too
+    args = _parser().parse_args(flags + [a for a in argv if a not in flags])
+    configure_console("quiet" if args.quiet else "verbose" if args.verbose else "normal")
     try:
         return _dispatch(args)
     except (RecipeError, FileNotFoundError, ValueError) as e:
@@ -201,6 +213,9 @@ def _dispatch(args) -> int:
         return _plan(args)
     if args.command == "check":
         return _check(args)
+    if args.command == "status":
+        print(status(args.run_dir, args.config, args.overrides, as_json=args.json))
+        return 0
     if args.command == "launch":
         return _launch(args)
     if args.command == "prepare-model":
@@ -262,11 +277,27 @@ def _dispatch(args) -> int:
         summary = distill_pipeline(recipe, run_dir=args.run_dir, only=only, ray=RaySettings(**ray) if ray is not None else None)
     else:
         summary = stage_summary(run_pipeline(Run(recipe, args.run_dir), only=only))
-    print(json.dumps(summary, indent=2))
     run_dir = Path(args.run_dir) if args.run_dir else recipe.resolved_run_dir()
-    if (run_dir / "report.md").is_file() and only in (None, "report"):
-        print((run_dir / "report.md").read_text())
+    _print_result(summary, run_dir, only)
     return 0
+
+
+def _print_result(summary: dict, run_dir: Path, only: str | None) -> None:
+    """The end of `distill run`: the stage lines told the story; here the summary as one JSON line, the
+    evaluation table and where the report is (--verbose: the whole summary and report.md, as before)."""
+    report = run_dir / "report.md"
+    if verbosity() == "verbose":
+        print(json.dumps(summary, indent=2))
+        if report.is_file() and only in (None, "report"):
+            print(report.read_text())
+        return
+    print(json.dumps(summary, separators=(",", ":")))
+    if report.is_file() and only in (None, "report"):
+        text = report.read_text()
+        evaluation = next((part for part in text.split("\n## ") if part.startswith("Evaluation")), None)
+        if evaluation and verbosity() == "normal":
+            print("## " + evaluation.strip())
+        print(f"report: {report} and {report.with_suffix('.html')}; stage by stage: distill status {run_dir}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Prefect (`flows/`) runs the same loop with each stage as its own subflow; the CL
 
 from __future__ import annotations
 
+from distill.core.progress import stage_finished
 from distill.core.run import Call, Run, call_directly
 from distill.stages import schedule, stage_args
 
@@ -23,6 +24,8 @@ def run_pipeline(run: Run, only: str | None = None, call: Call = call_directly) 
     manifests: dict[str, dict] = {}
     for st, label, student in schedule(run.recipe, only):
         manifests[label] = call(label, st.fn, run, *stage_args(st, run.recipe, manifests, student))
+        out_dir = run.dir / st.subdir / (student or "") if st.subdir else run.dir
+        stage_finished(label, manifests[label], out_dir)  # the stage's line on the console (and Prefect's UI)
     return manifests
 
 

@@ -11,17 +11,21 @@ the cluster's workers (flows/ray_sampling.py); every other stage runs where the 
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.logging.handlers import APILogHandler
 
 from distill.config.recipe import Recipe, load_recipe, pin_threads
 from distill.core.run import Run
 from distill.pipeline import run_pipeline, stage_summary
 from distill.rounds import run_round
 from distill.stages import check_only, planned_stages
+from distill.status import stage_status, status_markdown
 from flows.ray_sampling import RaySettings
 from flows.stages import artifact_key, base_stage, funnel_rows, stage_flow_for
 
@@ -32,11 +36,45 @@ def call_stage_flow(name: str, fn, run: Run, *args, ray: RaySettings | None = No
     return stage_flow_for(name).with_options(flow_run_name=name)(recipe=run.recipe, run_dir=str(run.dir), inputs=list(args), **extra)
 
 
+@contextmanager
+def our_logs_in_the_ui():
+    """Our loggers' lines (the stage lines, each stage's notes) also go to the flow run's logs in Prefect's UI:
+    its API handler on the `distill`, `filters` and `rl` loggers for the duration of the flow. The console
+    shows each line once, from the root handler (the API handler prints nothing)."""
+    handlers = {name: APILogHandler() for name in ("distill", "filters", "rl")}
+    for name, h in handlers.items():
+        logging.getLogger(name).addHandler(h)
+    try:
+        yield
+    finally:
+        for name, h in handlers.items():
+            logging.getLogger(name).removeHandler(h)
+
+
+def publish_status(recipe: Recipe, run_dir: str | Path, key: str) -> None:
+    """`distill status` as a markdown artifact: what an operator opens first when a run failed."""
+    try:
+        md = status_markdown(recipe, run_dir, stage_status(recipe, run_dir))
+    except Exception as e:  # noqa: BLE001 - a status that cannot be read must not hide the run's own error
+        md = f"status of `{recipe.name}` could not be read: {e}"
+    create_markdown_artifact(md, key=f"{key}-status", description=f"r1-distill {recipe.name}: each stage's state, rows, cost, reruns")
+
+
 def compose(recipe: Recipe, run_dir: str | None = None, only: str | None = None, ray: RaySettings | None = None) -> dict:
-    """Run every stage as a subflow of the current flow; return each stage's summary."""
+    """Run every stage as a subflow of the current flow; return each stage's summary. The run's status is
+    published as an artifact at the end, also when a stage failed."""
     check_only(only)
     run = Run(recipe, run_dir)
     key = artifact_key(recipe.name)
+    with our_logs_in_the_ui():
+        try:
+            return _compose(run, key, only, ray)
+        finally:
+            publish_status(recipe, run.dir, key)
+
+
+def _compose(run: Run, key: str, only: str | None, ray: RaySettings | None) -> dict:
+    recipe = run.recipe
     planned = planned_stages(recipe, only)
     progress = create_progress_artifact(0.0, key=f"{key}-progress", description=f"r1-distill {recipe.name}: stages finished, % of {len(planned)}")
     done: list[str] = []

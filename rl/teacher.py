@@ -20,6 +20,7 @@ from typing import Any
 import polars as pl
 
 from distill.core.models import resolve_model
+from distill.core.progress import trainer_console
 from distill.config.teacher import GRPOSection
 from distill.core.storage import read_json, write_json
 from distill.engines.base import has_cuda
@@ -99,6 +100,7 @@ def run_grpo(model: str, prompts: pl.DataFrame, cfg: GRPOSection, out_dir: Path,
         peft_config=peft_config(cfg.lora),
         callbacks=[TensorBoardCallback(tb_writer=writer)],
     )
+    trainer_console(trainer)  # its bar with ETA and the reward, not one metrics dict per step
     resume = last_checkpoint(ckpt_dir)
     if resume is not None:
         log.info("teacher: resuming GRPO from %s", resume)

@@ -9,12 +9,15 @@ stages themselves are in distill/stage_fns.py, their order in distill/stages.py.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import socket
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
+from distill.core.progress import stage_started
 from distill.core.storage import fingerprint, is_done, read_json, write_json, write_manifest
 
 log = logging.getLogger(__name__)
@@ -55,7 +58,7 @@ class Run:
         fp = fingerprint(name, settings, [m["fingerprint"] for m in inputs])
         done = is_done(stage_dir, fp)
         if done:
-            log.info("stage %s: reusing %s (fingerprint %s)", name, stage_dir, fp)
+            log.debug("stage %s: reusing %s (fingerprint %s)", name, stage_dir, fp)  # the pipeline's stage line says it
             return {**done, "cached": True}
         if launch is not None:
             launch()
@@ -70,9 +73,11 @@ class Run:
                 log.info("stage %s: settings changed, clearing %s", name, stage_dir)
                 shutil.rmtree(stage_dir)
             stage_dir.mkdir(parents=True, exist_ok=True)
-            write_json(stage_dir / STARTED, {"fingerprint": fp})
+            # who runs it: `distill status` tells a live stage (this pid on this host) from a killed one
+            write_json(stage_dir / STARTED, {"fingerprint": fp, "pid": os.getpid(), "host": socket.gethostname(), "started_at": time.time()})
         self.wait_for_everyone()
-        log.info("stage %s: running into %s", name, stage_dir)
+        if self.is_main_process():
+            stage_started(name, stage_dir)
         t0 = time.perf_counter()
         info = body(stage_dir)
         seconds = round(time.perf_counter() - t0, 1)

@@ -181,8 +181,8 @@ def require_cuda(recipe, environ: dict | None = None) -> None:
         raise CudaRequired(f"recipe {recipe.name!r} asks for GPUs but CUDA is not usable here (torch sees no CUDA "
                            f"device): {'; '.join(asks)}. Run it on a GPU machine set up with `make setup-gpu`, or "
                            f"set {ALLOW_CPU_ENV}=1 to run it on CPU anyway.")
-    missing = missing_attention(recipe) if has_cuda() else []
-    if missing:
+    missing = missing_attention(recipe)  # checked first: has_cuda imports torch (seconds), a CPU recipe needs none
+    if missing and has_cuda():
         raise CudaRequired(f"recipe {recipe.name!r}: {'; '.join(missing)}. flash_attention_4 comes with the GPU lock "
                            "(Hopper/Blackwell); flash_attention_2 needs `FLASH_ATTN2=1 make setup-gpu` (a CUDA build); "
                            "sdpa needs nothing.")

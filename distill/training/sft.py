@@ -16,6 +16,7 @@ from typing import Any
 
 from distill.config.hardware import LoraConfig
 from distill.config.students import RopeSettings
+from distill.core.progress import trainer_console
 from distill.training.lint import TemplateLintError, lint_rows, stop_token_ids  # noqa: F401  (TemplateLintError re-exported)
 from distill.training.common import base_args, checkpoint_step, last_checkpoint, log_history, model_init_kwargs, peft_config, save_trained
 from distill.training.student import resolve_chat_template, rope_init_kwargs, stamp_eos, turn_end_token
@@ -88,6 +89,7 @@ def build_sft_trainer(
         processing_class=tokenizer,
         peft_config=peft_config(lora),
     )
+    trainer_console(trainer)  # its bar with ETA and the loss, not one metrics dict per step
     return trainer, lint
 
 
