@@ -36,6 +36,9 @@ _LANGUAGE_NAMES: dict[str, str] = {
     "korean": "ko", "coréen": "ko", "koreanisch": "ko", "coreano": "ko", "корейск": "ko", "韩语": "ko",
     "韩文": "ko", "韓国語": "ko", "한국어": "ko", "영어": "en", "중국어": "zh",
     "arabic": "ar", "arabe": "ar", "arabisch": "ar", "árabe": "ar", "阿拉伯语": "ar",
+    "bangla": "bn", "bengali": "bn", "বাংলা": "bn", "telugu": "te", "తెలుగు": "te", "swahili": "sw",
+    "kiswahili": "sw", "thai": "th", "ภาษาไทย": "th", "vietnamese": "vi", "tiếng việt": "vi",
+    "indonesian": "id", "bahasa indonesia": "id", "hindi": "hi", "हिंदी": "hi", "हिन्दी": "hi",
 }  # fmt: skip
 _LANGUAGE_NAME = re.compile("|".join(sorted(map(re.escape, _LANGUAGE_NAMES), key=len, reverse=True)), re.I)
 # Quoted phrases: straight and curly double quotes, guillemets, CJK corner brackets, and single quotes
@@ -46,6 +49,25 @@ _QUOTED = re.compile(
     r"|(?<!\w)'[^'\n]{1,400}'(?!\w)"
 )
 QUOTE_CHARS = "\"'\u201c\u201e\u00ab\u300c\u300e\u2018"
+
+
+# An explicit request for the language to think (or answer) in: "think in French", "reason in
+# Swahili", "Please respond in Japanese", "用中文思考", "日本語で考えて".
+_REQUEST = re.compile(
+    r"\b(?:think|thinking|reason|reasoning|respond|response|answer|reply|write|explain)\w*\b[^.\n]{0,30}?\bin\s+("
+    + _LANGUAGE_NAME.pattern + r")\b|用(" + _LANGUAGE_NAME.pattern + r")(?:思考|推理|回答)|(" + _LANGUAGE_NAME.pattern + r")で(?:考え|推論|答え)",
+    re.I,
+)
+
+
+def requested_language(prompt: str) -> str | None:
+    """The language a prompt explicitly asks to think or answer in ("think in X"), the last such
+    request winning (a system prompt comes first, a user's request after it); None without one."""
+    found = None
+    for m in _REQUEST.finditer(prompt or ""):
+        name = next(g for g in m.groups() if g)
+        found = _LANGUAGE_NAMES.get(name.lower(), found)
+    return found
 
 
 def is_translation_prompt(prompt: str) -> bool:

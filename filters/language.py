@@ -17,10 +17,12 @@ import numpy as np
 import polars as pl
 
 from distill.config.curate import CurateConfig
-from distill.core.schema import split_think
-from filters.exemptions import QUOTE_CHARS, exempt_task_text, is_translation_prompt, requested_languages
+from distill.core.schema import THINK_CLOSE, THINK_OPEN, split_think
+from filters.exemptions import QUOTE_CHARS, exempt_task_text, is_translation_prompt, requested_language, requested_languages
+from filters.langid import CONFIDENT, fasttext_code, identify, langdetect_code, script_language
+from filters.language_spans import paragraph_spans, script_spans, shared_script
 from filters.function_words import PROFILED_LANGS, foreign_words_pattern
-from filters.language_mixing import langdetect_code, language_scores, latin_language_scores
+from filters.language_mixing import language_scores, latin_language_scores
 from filters.measure import Batch, Measure, column
 from filters.unicode_scripts import (
     ASCII_WORD,
@@ -49,8 +51,14 @@ _EN_FUNCTION_WORDS = frozenset(
 )
 
 
-def detect_language(text: str) -> str:
-    """The language code of `text` ("en", "zh", "ru", ...), or "unknown" when it has no letters.
+def detect_language(text: str, backend: str = "fasttext") -> str:
+    """The language code of `text` ("en", "zh", "sw", ...), or "unknown" (filters.langid.identify)."""
+    return identify(text, backend)  # type: ignore[arg-type]
+
+
+def detect_language_legacy(text: str) -> str:
+    """The identifier before issue 16 (kept for scripts/bench_langid.py): the language code of `text`
+    ("en", "zh", "ru", ...), or "unknown" when it has no letters.
 
     Scripts that belong to one language decide directly (Han -> zh, Han with kana -> ja, Hangul -> ko,
     ...); otherwise langdetect (seeded: DetectorFactory.seed = 0, so the answer is deterministic) reads
@@ -79,18 +87,60 @@ def detect_language(text: str) -> str:
 # --- the measure ---------------------------------------------------------------------------------
 
 
-def _targets(languages: list[object], prompts: list[str]) -> list[str]:
-    """`language` where given, else the prompt's detected language (once per distinct prompt)."""
-    cache: dict[str, str] = {}
-    out = []
+PROMPT_LINE_CHARS = 20
+
+
+def _line_language(line: str) -> str:
+    profile = script_profile(line)
+    if not profile:
+        return UNKNOWN
+    by_script = script_language(profile)
+    if by_script:
+        return by_script
+    code, p = fasttext_code(strip_non_language(line))
+    return code if code and p >= CONFIDENT else UNKNOWN
+
+
+def prompt_target(prompt: str, rule: str = "instruction", backend: str = "fasttext") -> tuple[str, str]:
+    """(target language, how it was decided) for a prompt without a `language` value.
+
+    An explicit request ("think in French", a system prompt's "reason in Swahili") decides: "request".
+    Otherwise each line of the prompt is identified; when its lines are in more than one language
+    (an English instruction around a Bangla question), rule "instruction" takes the first line's
+    language ("instruction") and rule "majority" the whole prompt's ("prompt"). A prompt in one
+    language: "prompt".
+    """
+    asked = requested_language(prompt)
+    if asked:
+        return asked, "request"
+    whole = identify(prompt, backend)  # type: ignore[arg-type]
+    if rule != "instruction":
+        return whole, "prompt"
+    # lines long enough to identify (an option "A. 18%" or "Answer:" says nothing), by script or fastText alone
+    langs = [_line_language(line) for line in (prompt or "").splitlines() if len(line) >= PROMPT_LINE_CHARS]
+    langs = [lang for lang in langs if lang != UNKNOWN]
+    if len(set(langs)) > 1:
+        return langs[0], "instruction"
+    return whole, "prompt"
+
+
+def _targets(languages: list[object], prompts: list[str], rule: str, backend: str) -> tuple[list[str], list[str]]:
+    """`language` where given ("column"), else the prompt's target (`prompt_target`, once per distinct
+    prompt), and how each was decided."""
+    cache: dict[str, tuple[str, str]] = {}
+    out, how = [], []
     for lang, prompt in zip(languages, prompts):
         code = normalize_lang(lang)
-        if code is None:
-            code = cache.get(prompt)
-            if code is None:
-                code = cache[prompt] = detect_language(prompt)
-        out.append(code)
-    return out
+        if code is not None:
+            out.append(code)
+            how.append("column")
+            continue
+        got = cache.get(prompt)
+        if got is None:
+            got = cache[prompt] = prompt_target(prompt, rule, backend)
+        out.append(got[0])
+        how.append(got[1])
+    return out, how
 
 
 def _latin_gate(completions: pl.Series, targets: list[str]) -> np.ndarray:
@@ -116,33 +166,63 @@ def _measured_part(text: str, translation: bool) -> str:
     return split.reasoning if split.has_think and split.reasoning else text
 
 
-def language_columns(df: pl.DataFrame, completions: list[str], prompts: list[str]) -> dict[str, pl.Series]:
+def _reasoning_part(text: str) -> tuple[int, str]:
+    """(offset, text) of the chain of thought: the think block's content, else the whole text."""
+    close = text.find(THINK_CLOSE)
+    if close < 0:
+        return 0, text
+    open_ = text.rfind(THINK_OPEN, 0, close)
+    start = open_ + len(THINK_OPEN) if open_ >= 0 else 0
+    return start, text[start:close]
+
+
+def language_columns(
+    df: pl.DataFrame, completions: list[str], prompts: list[str], cfg: CurateConfig | None = None
+) -> dict[str, pl.Series]:
     """The language score columns of rows of `df` (its `completion` and `language` columns), whose
     completions and prompts are given as text."""
-    targets = _targets(column(df, "language"), prompts)
+    cfg = cfg or CurateConfig()
+    targets, how = _targets(column(df, "language"), prompts, cfg.target_language, cfg.language_id)
     gate = _latin_gate(df.get_column("completion").cast(pl.Utf8).fill_null(""), targets)
     tasks: dict[str, tuple[bool, frozenset[str]]] = {}  # prompt -> (translation task, languages asked for)
-    shares, switches = [], []
+    shares, switches, n_spans, first_span = [], [], [], []
     for text, target, prompt, gated in zip(completions, targets, prompts, gate):
         share, sw = language_scores(text, target)
         allowed: frozenset[str] = frozenset()
-        if (share < 1.0 or sw or gated) and prompt:
+        measured = text
+        if prompt:
             task = tasks.get(prompt)
             if task is None:
                 task = tasks[prompt] = (is_translation_prompt(prompt), requested_languages(prompt))
             translation, allowed = task
-            if translation or any(q in text for q in QUOTE_CHARS):
-                text = exempt_task_text(_measured_part(text, translation), prompt, translation)
-                share, sw = language_scores(text, target, allowed=allowed)
+            if (share < 1.0 or sw or gated) and (translation or any(q in text for q in QUOTE_CHARS)):
+                measured = exempt_task_text(_measured_part(text, translation), prompt, translation)
+                share, sw = language_scores(measured, target, allowed=allowed)
         if gated:
-            lshare, lsw = latin_language_scores(text, target, allowed)
+            lshare, lsw = latin_language_scores(measured, target, allowed)
             share, sw = share * lshare, sw + lsw
+        # spans are looked for in the chain of thought only (a final answer may quote or answer in the
+        # question's language); offsets stay those of the completion
+        start, reasoning = _reasoning_part(measured)
+        spans = script_spans(reasoning, target, prompt, allowed)
+        if shared_script(target):
+            pspans, foreign, total, psw = paragraph_spans(reasoning, target, allowed)
+            if total:
+                share *= 1.0 - foreign / total
+            sw += psw
+            spans = sorted(spans + pspans)
+        spans = [(a + start, b + start) for a, b in spans]
         shares.append(share)
         switches.append(sw)
+        n_spans.append(len(spans))
+        first_span.append(list(spans[0]) if spans and measured is text else None)  # offsets into the completion
     return {
         "target_language": pl.Series(targets, dtype=pl.Utf8),
+        "target_language_from": pl.Series(how, dtype=pl.Utf8),
         "target_lang_share": pl.Series(shares, dtype=pl.Float64),
         "lang_switches": pl.Series(switches, dtype=pl.Int64),
+        "foreign_spans": pl.Series(n_spans, dtype=pl.Int64),
+        "language_span": pl.Series(first_span, dtype=pl.List(pl.Int64)),
     }
 
 
@@ -161,11 +241,14 @@ class Language(Measure):
     but not wrong_language. The two never apply together."""
 
     name = "language"
-    columns = {"target_language": pl.Utf8, "target_lang_share": pl.Float64, "lang_switches": pl.Int64}
+    columns = {
+        "target_language": pl.Utf8, "target_language_from": pl.Utf8, "target_lang_share": pl.Float64,
+        "lang_switches": pl.Int64, "foreign_spans": pl.Int64, "language_span": pl.List(pl.Int64),
+    }  # fmt: skip
     reasons = ("wrong_language", "language_mixing")
 
     def score(self, batch: Batch) -> dict[str, pl.Series]:
-        return language_columns(batch.df, batch.completions, batch.prompts)
+        return language_columns(batch.df, batch.completions, batch.prompts, self.cfg)
 
     @classmethod
     def reject(cls, df: pl.DataFrame, cfg: CurateConfig) -> dict[str, pl.Expr]:
@@ -173,9 +256,10 @@ class Language(Measure):
         switching = (
             pl.col("lang_switches") > cfg.max_lang_switches if cfg.max_lang_switches is not None else pl.lit(False)
         )
+        spans = pl.col("foreign_spans") > cfg.max_foreign_spans if cfg.max_foreign_spans is not None else pl.lit(False)
         wrong = (
             (share < min(cfg.wrong_language_share, cfg.min_target_lang_share))
             & pl.col("target_language").is_in(list(LANG_SCRIPTS))
             & ~switching
         )
-        return {"wrong_language": wrong, "language_mixing": ((share < cfg.min_target_lang_share) & ~wrong) | switching}
+        return {"wrong_language": wrong, "language_mixing": ((share < cfg.min_target_lang_share) | spans) & ~wrong | switching}

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import functools
 import re
-import threading
 from collections.abc import Iterable, Mapping
 
 from filters.function_words import PROFILED_LANGS, WORD_LANG, decide
+from filters.langid import CONFIDENT, fasttext_code, langdetect_code
 from filters.unicode_scripts import (
     DROP_SINGLE,
     SCRIPT_RANGES,
@@ -178,27 +178,12 @@ _LATIN_WORD = re.compile(r"[a-zà-öø-ÿœß]+(?:'[st])?")
 LANGDETECT_MIN_WORDS = 4
 
 
-_DETECT_LOCK = threading.Lock()
-
-
-def langdetect_code(text: str) -> str | None:
-    """langdetect's code for `text` as it gives it ("zh-cn"), seeded (DetectorFactory.seed = 0) so the
-    answer is deterministic; None when it finds no features."""
-    # langdetect loads its profiles on first use: only traces that reach it pay for that
-    from langdetect import DetectorFactory, detect
-    from langdetect.lang_detect_exception import LangDetectException
-
-    with _DETECT_LOCK:
-        DetectorFactory.seed = 0
-        try:
-            return detect(text)
-        except LangDetectException:
-            return None
-
-
 def detect_profiled(sentence: str) -> str | None:
-    """langdetect's answer for one sentence when it is a profiled Latin language (PROFILED_LANGS), else None."""
-    code = langdetect_code(sentence)
+    """The language of one sentence when it is a profiled Latin language (PROFILED_LANGS), else None:
+    fastText's when it is confident, else langdetect's (seeded)."""
+    code, p = fasttext_code(sentence)
+    if p < CONFIDENT:
+        code = langdetect_code(sentence)
     return code if code in PROFILED_LANGS else None
 
 

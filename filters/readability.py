@@ -76,12 +76,74 @@ def max_paragraph_chars(text: str | None) -> int:
     return max((_weighted_len(p.strip()) for p in _BLANK_LINE.split(text)), default=0)
 
 
-def is_truncated(finish_reason: str | None, completion: str | None) -> bool:
-    """True when generation hit the token limit, or a `<think>` was opened and never closed."""
-    if finish_reason is not None and str(finish_reason).strip().lower() == "length":
-        return True
+# The end of a text that finished: sentence punctuation (any script), a closing bracket, quote, emphasis,
+# math or code delimiter, or a number.
+_FINISHED_END = re.compile(r"""[.!?。！？।؟…)\]}"'”’*`$|>」』）】_~\d%]\s*$""")
+# An end that cannot be the last thing said: an operator or a connective punctuation mark.
+_DANGLING_END = re.compile(r"[=+×÷/^<,;:(\[{&]\s*$|\\(?:rightarrow|to|cdot|times|quad)\s*$")
+_LIST_OR_TABLE = re.compile(r"^\s*(?:[-*+•]\s|\d+[.)]\s|[A-Za-z][.)]\s|\||#)")
+_LETTER_END = re.compile(r"\w\s*$")
+# A final line of at most this many words is a label, an answer or a heading ("Answer: B", "Paris").
+SHORT_LINE_WORDS = 4
+# Unclosed LaTeX: \begin{...} without its \end, or \[ / $$ left open.
+_BEGIN, _END = re.compile(r"\\begin\{"), re.compile(r"\\end\{")
+
+
+def unfinished_span(text: str | None) -> tuple[int, int] | None:
+    """(start, end) of the last line when the text stops mid-sentence, else None.
+
+    Unfinished: it ends inside an unclosed LaTeX environment or display (`\\begin{align*}` ... no
+    `\\end`, `\\[` without `\\]`), on an operator or a comma/colon ("gives 2m =", "1 \\rightarrow"), or its
+    last line is prose of more than SHORT_LINE_WORDS words that ends on a word with no closing
+    punctuation ("...directed vertically, and any tilt"). Finished endings are never flagged: sentence
+    punctuation, a closing bracket/quote/emphasis/math/code delimiter, a number, a boxed answer, a list
+    item, table row or heading, a short label line ("Answer: B"), a single capital letter (a
+    multiple-choice option).
+    """
+    body = (text or "").rstrip()
+    if not body:
+        return None
+    line_start = body.rfind("\n") + 1
+    last = body[line_start:]
+    span = (line_start, len(body))
+    if len(_BEGIN.findall(body)) > len(_END.findall(body)) or body.count("\\[") > body.count("\\]") or body.count("$$") % 2:
+        return span
+    if _DANGLING_END.search(last):
+        return span
+    if _FINISHED_END.search(last) or _LIST_OR_TABLE.match(last) or "\\boxed" in last:
+        return None
+    words = last.split()
+    if len(words) <= SHORT_LINE_WORDS or re.fullmatch(r"\W*[A-Z]\W*", words[-1]):
+        return None
+    return span if _LETTER_END.search(last) else None
+
+
+def truncation(finish_reason: str | None, completion: str | None) -> tuple[bool, tuple[int, int] | None]:
+    """(truncated, the span that shows it). Truncated: generation hit the token limit (finish_reason
+    "length"), a `<think>` was opened and never closed, or the output stops mid-sentence
+    (`unfinished_span`): the final answer, or the reasoning when no final answer follows it."""
     text = completion or ""
-    return text.rfind(THINK_OPEN) > text.rfind(THINK_CLOSE)
+    if finish_reason is not None and str(finish_reason).strip().lower() == "length":
+        return True, (max(0, len(text.rstrip()) - 200), len(text.rstrip()))
+    close = text.rfind(THINK_CLOSE)
+    if text.rfind(THINK_OPEN) > close:
+        return True, unfinished_span(text) or (max(0, len(text.rstrip()) - 200), len(text.rstrip()))
+    if close >= 0:
+        final = text[close + len(THINK_CLOSE) :]
+        if not final.strip():  # no answer: the reasoning must have finished (empty_answer is a format defect)
+            span = unfinished_span(text[:close])
+            return span is not None, span
+        span = unfinished_span(final)
+        offset = close + len(THINK_CLOSE)
+        return (True, (span[0] + offset, span[1] + offset)) if span else (False, None)
+    span = unfinished_span(text)
+    return span is not None, span
+
+
+def is_truncated(finish_reason: str | None, completion: str | None) -> bool:
+    """True when generation hit the token limit, a `<think>` was opened and never closed, or the output
+    stops mid-sentence (see `truncation`)."""
+    return truncation(finish_reason, completion)[0]
 
 
 class Format(Measure):
@@ -90,15 +152,19 @@ class Format(Measure):
     `prefill` (R1's template opens `<think>` in the prompt) followed by its completion."""
 
     name = "format"
-    columns = {"think_format": pl.Utf8, "truncated": pl.Boolean}
+    columns = {"think_format": pl.Utf8, "truncated": pl.Boolean, "truncation_span": pl.List(pl.Int64)}
     reasons = ("truncated", "bad_think_format")
 
     def score(self, batch: Batch) -> dict[str, pl.Series]:
         completions = [full_completion(c, p) for c, p in zip(batch.completions, batch.column(PREFILL))]
+        found = [truncation(f, c) for f, c in zip(batch.column("finish_reason"), completions)]
+        # offsets into the completion column (a prefill put in front is not part of it)
+        shift = [len(f) - len(c) for f, c in zip(completions, batch.completions)]
         return {
             "think_format": pl.Series([think_format(c, k) for c, k in zip(completions, batch.tasks)], dtype=pl.Utf8),
-            "truncated": pl.Series(
-                [is_truncated(f, c) for f, c in zip(batch.column("finish_reason"), completions)], dtype=pl.Boolean
+            "truncated": pl.Series([t for t, _ in found], dtype=pl.Boolean),
+            "truncation_span": pl.Series(
+                [[max(0, s[0] - d), max(0, s[1] - d)] if s else None for (_, s), d in zip(found, shift)], dtype=pl.List(pl.Int64)
             ),
         }
 

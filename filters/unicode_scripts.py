@@ -33,7 +33,12 @@ SCRIPT_RANGES: dict[str, str] = {
     "\u08a0-\u08ff\ufb50-\ufdff\ufe70-\ufefc",
     "Devanagari": "\u0900-\u0963\u0971-\u097f",
     "Bengali": "\u0980-\u09e3\u09f0\u09f1",
+    "Gurmukhi": "\u0a00-\u0a65",
+    "Gujarati": "\u0a80-\u0ae5",
     "Tamil": "\u0b80-\u0be5",
+    "Telugu": "\u0c00-\u0c65",
+    "Kannada": "\u0c80-\u0ce5",
+    "Malayalam": "\u0d00-\u0d65",
     "Thai": "\u0e01-\u0e3a\u0e40-\u0e4e",
     "Georgian": "\u10a0-\u10fa\u10fc-\u10ff",
     "Hangul": "\u1100-\u11ff\u3131-\u318e\uac00-\ud7a3",
@@ -73,6 +78,11 @@ LANG_SCRIPTS: dict[str, frozenset[str]] = {
     "ka": frozenset({"Georgian"}),
     "bn": frozenset({"Bengali"}),
     "ta": frozenset({"Tamil"}),
+    "te": frozenset({"Telugu"}),
+    "kn": frozenset({"Kannada"}),
+    "ml": frozenset({"Malayalam"}),
+    "gu": frozenset({"Gujarati"}),
+    "pa": frozenset({"Gurmukhi"}),
 }
 
 _LANG_NAMES = {

@@ -22,7 +22,7 @@ DEMO_SECTION_HASHES = {
     "teacher": "e56385ce465150bf",
     "sampling": "d88b749fb0e931b0",
     "verify": "eb1a0cae9129515b",
-    "curate": "0dc6518d864fc35b",
+    "curate": "2dc267e103b9bec9",  # issue 16: max_foreign_spans, target_language, language_id
     "merge": "dbfbd6ad99997f02",
     "students": "26dc051943b0fdd8",
     "eval": "97f8c685f6b5af4e",

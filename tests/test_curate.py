@@ -171,7 +171,7 @@ def test_partly_foreign_without_switching_is_mixing():
 def test_thresholds_are_config():
     df = pl.DataFrame([row("wall", WALL), row("half", HALF_ZH_ON_EN), row("nothink", NO_THINK), row("bad", GOOD_EN, correct=False)])
     cfg = CurateConfig(
-        max_paragraph_chars=10_000, max_lang_switches=None, min_target_lang_share=0.0, require_think=False, reject_incorrect=False
+        max_paragraph_chars=10_000, max_lang_switches=None, max_foreign_spans=None, min_target_lang_share=0.0, require_think=False, reject_incorrect=False
     )
     assert reject_reasons(df, cfg)["reject_reason"].to_list() == [None] * 4
 

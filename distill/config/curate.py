@@ -73,6 +73,18 @@ class CurateConfig(Section):
     # More switches than this between target-language and foreign sentences: "language_mixing".
     # None turns the check off (the share check still applies).
     max_lang_switches: int | None = Field(2, ge=0)
+    # More spans than this where the reasoning leaves its target language (filters/language_spans.py:
+    # a Chinese word in English reasoning, a paragraph in another language; the prompt's own words
+    # quoted do not count): "language_mixing". None turns the check off.
+    max_foreign_spans: int | None = Field(0, ge=0)
+    # The target language of a prompt without a `language` column. An explicit request ("think in X")
+    # always decides. "instruction": a prompt that mixes languages (an English instruction around a
+    # Bangla question) targets its instruction's language, its first line that has a language;
+    # "majority": the language of most of the prompt (the rule before issue 16).
+    target_language: Literal["instruction", "majority"] = "instruction"
+    # The language identifier for prompts and paragraphs in shared scripts (filters/langid.py):
+    # "fasttext" (lid.176.ftz, langdetect only where it is unsure) or "langdetect" alone.
+    language_id: Literal["fasttext", "langdetect"] = "fasttext"
     # readability
     max_paragraph_chars: int = Field(3000, ge=1)  # a CJK character counts 3 (as much text as 3 letters)
     max_dup_line_frac: float = Field(0.25, ge=0, le=1)  # characters in 3rd+ copies of a line
