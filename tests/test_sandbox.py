@@ -9,20 +9,25 @@ instead of running the part that would reach the host.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-
-import dataclasses
+from pathlib import Path
 
 import pytest
 
-from distill.verify.sandbox import CPU_EXIT, ISOLATIONS, Limits, Sandbox, SandboxError
+from distill.config.verify import VerifyConfig
+from distill.verify.code import CodeVerifier
+from distill.verify.sandbox import CPU_EXIT, SETTING, Limits, Sandbox, SandboxError
 
 # A generous wall clock: a loaded 2-core machine can take seconds just to start Python in a sandbox.
 # The wall-clock test uses its own short limit (SHORT_WALL).
@@ -30,7 +35,10 @@ LIMITS = Limits(wall_s=15.0, cpu_s=1, memory_mb=256, nproc=16, fsize_mb=1, outpu
 SHORT_WALL = 2.0
 
 
-@pytest.fixture(scope="module", params=ISOLATIONS)
+MODES = ("bwrap", "weak-unshare", "weak-none")  # every mode a recipe may ask for (the weak ones by opt-in)
+
+
+@pytest.fixture(scope="module", params=MODES)
 def box(request) -> Sandbox:
     sandbox = Sandbox(LIMITS, isolation=request.param)
     try:
@@ -38,6 +46,16 @@ def box(request) -> Sandbox:
     except SandboxError as e:
         pytest.skip(f"isolation {request.param!r} is not available here: {e}")
     return sandbox
+
+
+@pytest.fixture
+def open_dir():
+    """A world-writable directory in /tmp (pytest's own tmp_path sits under a 0700 directory, which a
+    sandbox running as nobody could not reach anyway)."""
+    d = Path(tempfile.mkdtemp(prefix="sandbox-test-", dir="/tmp"))
+    d.chmod(0o777)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def _has(box: Sandbox, *protections: str) -> bool:
@@ -64,25 +82,37 @@ def test_describe_names_isolation_protections_and_what_is_missing(box):
     assert set(d["missing"]) == {k for k, v in d["protections"].items() if not v} - redundant
     always = ("process_group_kill", "temp_dir", "scrubbed_env", "wall_timeout", "output_cap", "cpu_limit", "memory_limit", "file_size_limit")
     assert all(d["protections"][k] for k in always)
-    assert d["protections"]["no_network"] == d["protections"]["pid_isolation"] == (box.isolation != "none")
-    assert d["protections"]["readonly_filesystem"] == (box.isolation == "bwrap")
+    assert d["protections"]["no_ip_network"] == d["protections"]["pid_isolation"] == (box.isolation != "none")
+    # only bwrap hides the host's path unix sockets (unshare's network namespace does not)
+    assert d["protections"]["no_network"] == (box.isolation == "bwrap")
+    assert all(d["protections"][k] for k in ("private_directory", "host_files_hidden", "readonly_filesystem", "no_ptrace"))
     if os.geteuid() == 0:  # root: programs run as nobody, or RLIMIT_NPROC would not apply
         assert d["uid"] == 65534 and d["protections"]["separate_uid"] and d["protections"]["process_limit"]
 
 
-def test_auto_picks_the_strongest_mode_that_works():
-    order = {m: i for i, m in enumerate(ISOLATIONS)}
-    auto = Sandbox(LIMITS).isolation
-    for mode in ISOLATIONS[: order[auto]]:
-        with pytest.raises(SandboxError):
-            Sandbox(LIMITS, isolation=mode).describe()
+def test_auto_refuses_without_bubblewrap_naming_the_setting(monkeypatch, tmp_path):
+    # bwrap absent from PATH (as on a machine without bubblewrap): 5639c99 fell back to unshare/none with a warning
+    monkeypatch.setenv("PATH", str(tmp_path))
+    for isolation in ("auto", "bwrap"):
+        with pytest.raises(SandboxError, match=f"needs bubblewrap.*{SETTING}: weak-unshare or weak-none"):
+            Sandbox(LIMITS, isolation=isolation).describe()
+
+
+def test_weaker_modes_are_opt_in_by_name():
+    for weak in ("unshare", "none"):
+        with pytest.raises(ValueError, match=f"weak-{weak}"):
+            Sandbox(LIMITS, isolation=weak)
+        with pytest.raises(ValueError, match=f"weak-{weak}"):
+            VerifyConfig(verifier="code", code={"isolation": weak})
+    assert VerifyConfig(verifier="code").code.isolation == "auto"
+    assert VerifyConfig(verifier="code", code={"isolation": "weak-none"}).code.isolation == "weak-none"
 
 
 def test_unavailable_isolation_or_interpreter_is_an_error():
     with pytest.raises(ValueError, match="unknown isolation"):
         Sandbox(isolation="docker")
     with pytest.raises(SandboxError, match="no usable sandbox"):
-        Sandbox(LIMITS, isolation="none", python="/nonexistent/python3").describe()
+        Sandbox(LIMITS, isolation="weak-none", python="/nonexistent/python3").describe()
 
 
 def test_own_directory_is_writable_and_gone_afterwards(box):
@@ -101,14 +131,14 @@ def test_infinite_loop_hits_the_cpu_limit(box):
     # The exit status says which limit fired (CPU_EXIT is the launcher's status for SIGXCPU), so the test
     # does not depend on how fast the machine is; a generous wall limit keeps a loaded machine from
     # reaching the wall clock before 1 s of CPU time.
-    roomy = Sandbox(dataclasses.replace(LIMITS, wall_s=120.0), isolation=box.isolation)
+    roomy = Sandbox(dataclasses.replace(LIMITS, wall_s=120.0), isolation=box.requested)
     r = roomy.run_python("while True:\n    pass")
     assert r.timed_out and not r.ok
     assert r.returncode == CPU_EXIT, r  # the CPU limit stopped it, not the wall clock
 
 
 def test_sleeping_forever_hits_the_wall_clock_limit(box):
-    short = Sandbox(dataclasses.replace(LIMITS, wall_s=SHORT_WALL), isolation=box.isolation)
+    short = Sandbox(dataclasses.replace(LIMITS, wall_s=SHORT_WALL), isolation=box.requested)
     r = short.run_python("import time\ntime.sleep(60)")
     assert r.timed_out and SHORT_WALL <= r.wall_s < SHORT_WALL + 5
 
@@ -187,11 +217,8 @@ def test_big_file_is_refused(box):
     assert r.returncode != 0 and "File too large" in r.stderr
 
 
-def test_writing_outside_its_directory_fails(box, tmp_path):
-    target = tmp_path / "pwned.txt"  # the test's own directory, outside the sandbox's
-    if not _has(box, "readonly_filesystem", "separate_uid"):
-        assert {"readonly_filesystem", "separate_uid"} <= set(box.missing())
-        pytest.skip("this mode runs as the caller with the host filesystem: reported missing")
+def test_writing_outside_its_directory_fails(box, open_dir):
+    target = open_dir / "pwned.txt"  # a directory whose permissions would let the sandbox's uid in
     r = box.run_python(f"open({str(target)!r}, 'w').write('x')\nprint('wrote')")
     assert r.returncode != 0 and "wrote" not in r.stdout
     assert not target.exists()
@@ -201,8 +228,8 @@ def test_writing_outside_its_directory_fails(box, tmp_path):
 
 
 def test_network_access_fails(box):
-    if not box.protections()["no_network"]:
-        assert "no_network" in box.missing()
+    if not box.protections()["no_ip_network"]:
+        assert "no_ip_network" in box.missing()
         pytest.skip("no network namespace in this mode: reported missing")
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -232,7 +259,11 @@ def test_secrets_in_the_callers_environment_are_not_visible(box, monkeypatch):
     source = f"""
 import os
 hits = [k for k, v in os.environ.items() if {canary!r} in v]
-for pid in os.listdir('/proc'):
+try:
+    pids = os.listdir('/proc')
+except OSError:  # the weak modes' Landlock fence leaves /proc out
+    pids = []
+for pid in pids:
     if pid.isdigit():
         try:
             if {canary!r}.encode() in open('/proc/%s/environ' % pid, 'rb').read():
@@ -260,3 +291,214 @@ def test_killing_its_parent_does_not_reach_the_caller(box):
         r = box.run_python("import os, signal\nos.kill(-1, signal.SIGKILL)")
         assert r.returncode is not None
     assert os.getpid() > 0  # we are still here
+
+
+# --- issue 15 item 8: rows cannot read the answer key or reach each other -------------------------------------
+
+
+def _code(source: str) -> str:
+    return f"```python\n{source}\n```"
+
+
+def test_a_solution_that_reads_the_answer_key_is_judged_incorrect(box, open_dir):
+    # the verify input on disk, readable by anyone (as a run directory usually is); the wrong solution looks
+    # its test up there and prints the expected output. 5639c99's unshare/none modes judged it correct.
+    tests = [{"input": "", "output": f"secret-{uuid.uuid4().hex}\n"}]
+    key = open_dir / "verify_input.jsonl"
+    key.write_text(json.dumps({"id": "r1", "answer": json.dumps(tests)}) + "\n")
+    key.chmod(0o644)
+    cheat = f"""
+import json
+try:
+    row = json.loads(open({str(key)!r}).read())
+    print(json.loads(row["answer"])[0]["output"], end="")
+except OSError as e:
+    print("blocked:", type(e).__name__)
+"""
+    verdict = CodeVerifier(box)(_code(cheat), json.dumps(tests))
+    assert verdict.correct is False and verdict.reason == "incorrect", verdict
+    assert "blocked" in box.run_python(cheat).stdout
+
+
+def test_a_solution_cannot_overwrite_another_rows_program(box):
+    # a neighbour row's directory as the sandbox lays it out (same uid, its program inside); 5639c99's none
+    # mode let one row rewrite another's main.py while rows ran in parallel
+    probe = Sandbox(LIMITS, isolation=box.requested)
+    neighbour = Path(tempfile.mkdtemp(prefix="distill-sandbox-", dir="/tmp" if probe.dropping_uid else None))
+    try:
+        program = neighbour / "main.py"
+        program.write_text("print(0)\n")
+        os.chmod(neighbour, 0o755)
+        if probe.dropping_uid:
+            os.chown(neighbour, probe.uid, probe.uid)
+            os.chown(program, probe.uid, probe.uid)
+        attack = f"""
+import os
+wrote = 0
+try:
+    with open({str(program)!r}, "w") as f:
+        f.write("print(42)\\n")
+    wrote += 1
+except OSError as e:
+    print(type(e).__name__)
+try:
+    print("listed", len([n for n in os.listdir({str(neighbour.parent)!r}) if n.startswith("distill-sandbox-")]))
+except OSError as e:
+    print("list", type(e).__name__)
+print("wrote", wrote)
+"""
+        r = box.run_python(attack)
+        assert "wrote 0" in r.stdout, r
+        assert program.read_text() == "print(0)\n"
+        assert "listed 0" in r.stdout or "list PermissionError" in r.stdout, r  # nor find others by listing
+    finally:
+        shutil.rmtree(neighbour, ignore_errors=True)
+
+
+def test_rows_running_at_once_keep_their_own_programs(box):
+    # the real race: an attacker row rewrites every sandbox program it can find while a wrong row runs its
+    # tests; the wrong row stays incorrect and the attacker reaches nothing
+    attack = """
+import glob, os, time
+wrote, end = 0, time.time() + 2.5
+while time.time() < end:
+    time.sleep(0.003)
+    for victim in glob.glob("/tmp/distill-sandbox-*/main.py"):
+        if not victim.startswith(os.getcwd()):
+            try:
+                open(victim, "w").write("print(42)\\n")
+                wrote += 1
+            except OSError:
+                pass
+print("wrote", wrote)
+"""
+    with ThreadPoolExecutor(1) as pool:
+        attacker = pool.submit(box.run_python, attack)
+        time.sleep(0.3)
+        verdict = CodeVerifier(box)(_code("print(0)"), json.dumps([{"input": str(i), "output": "42"} for i in range(8)]))
+        r = attacker.result()
+    assert verdict.reason == "incorrect", verdict
+    assert r.stdout.strip() == "wrote 0", r
+
+
+def test_isolation_report_matches_what_a_unix_socket_can_reach(box, open_dir):
+    # a path unix socket of the host: bwrap does not mount it; unshare's network namespace does not hide
+    # it (5639c99 reported no_network: true there), Landlock lets the connect through
+    path = str(open_dir / "host.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    os.chmod(path, 0o777)
+    server.listen(1)
+    try:
+        r = box.run_python(f"import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({path!r})\nprint('connected')")
+    finally:
+        server.close()
+    reached = "connected" in r.stdout
+    assert box.protections()["no_network"] == (not reached)
+    assert ("no_network" in box.missing()) == reached
+
+
+# --- issue 15 item 9: the whole bwrap sandbox is bounded and cannot be debugged --------------------------------
+
+
+@pytest.fixture(scope="module")
+def bwrap_box() -> Sandbox:
+    sandbox = Sandbox(LIMITS, isolation="bwrap")
+    try:
+        sandbox.describe()
+    except SandboxError as e:
+        pytest.skip(f"bubblewrap is not usable here: {e}")
+    return sandbox
+
+
+def test_every_writable_mount_is_capped(bwrap_box):
+    # 630 MB in 512 KB files (each under RLIMIT_FSIZE) wherever it can write: the root and /dev are read-only,
+    # /tmp, /dev/shm and the working directory stop at their tmpfs size. On 5639c99 the root and /dev took it all.
+    source = """
+import os
+for where in ("/", "/dev", "/dev/shm", "/tmp", "."):
+    total = 0
+    try:
+        for i in range(1260):
+            with open(os.path.join(where, "fill%d" % i), "wb") as f:
+                f.write(b"x" * (512 << 10))
+            total += 512 << 10
+    except OSError as e:
+        pass
+    print(where, total)
+"""
+    r = bwrap_box.run_python(source)
+    written = dict(line.split() for line in r.stdout.splitlines())
+    assert set(written) == {"/", "/dev", "/dev/shm", "/tmp", "."}, r
+    assert written["/"] == written["/dev"] == "0"
+    cap = LIMITS.tmpfs_mb << 20
+    assert all(int(written[w]) <= cap for w in ("/dev/shm", "/tmp", ".")), written
+
+
+def test_memfd_and_sysv_shared_memory_are_refused(bwrap_box):
+    # shared memory is not address space: on 5639c99 memfd pages went past RLIMIT_AS (here at most 600 MB)
+    source = """
+import ctypes, os
+held, fds = 0, []
+try:
+    while held < (600 << 20):
+        fd = os.memfd_create("m")
+        os.ftruncate(fd, 0)
+        os.write(fd, b"x" * (512 << 10))
+        fds.append(fd)
+        held += 512 << 10
+except OSError as e:
+    print("memfd", e.errno)
+libc = ctypes.CDLL(None, use_errno=True)
+print("shmget", libc.shmget(0, 1 << 20, 0o1600), ctypes.get_errno())
+print("held", held)
+"""
+    r = bwrap_box.run_python(source)
+    assert "memfd 1" in r.stdout and "shmget -1 1" in r.stdout and "held 0" in r.stdout, r
+
+
+def test_pid_1_carries_the_limits_and_cannot_be_traced(bwrap_box):
+    # on 5639c99 pid 1 was bwrap itself, without the limits: PTRACE_ATTACH to it, then fork from inside it
+    source = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+print("ppid", os.getppid())
+print("attach", libc.ptrace(16, 1, 0, 0), ctypes.get_errno())  # PTRACE_ATTACH
+try:
+    open("/proc/1/mem", "r+b")
+    print("mem open")
+except OSError as e:
+    print("mem", type(e).__name__)
+try:
+    print([l for l in open("/proc/1/limits") if l.startswith(("Max address space", "Max processes"))])
+except OSError as e:
+    print("limits", type(e).__name__)
+"""
+    r = bwrap_box.run_python(source)
+    assert "ppid 1" in r.stdout and "attach -1 1" in r.stdout and "mem PermissionError" in r.stdout, r
+    if "limits PermissionError" not in r.stdout:  # readable: the launcher's limits
+        assert str(LIMITS.memory_mb << 20) in r.stdout, r
+
+
+def test_memory_of_the_whole_sandbox_is_capped_where_a_cgroup_is_delegated(bwrap_box):
+    if not bwrap_box.protections()["sandbox_memory_cgroup"]:
+        assert "sandbox_memory_cgroup" in bwrap_box.missing()
+        pytest.skip("no delegated cgroup here: per-process RLIMIT_AS only (reported missing)")
+    # 6 processes x 100 MB touched, each under its RLIMIT_AS (256 MB), together past the sandbox's cgroup
+    source = """
+import os
+kids = []
+for _ in range(6):
+    pid = os.fork()
+    if pid == 0:
+        b = bytearray(100 << 20)
+        for i in range(0, len(b), 4096):
+            b[i] = 1
+        import time; time.sleep(1.5)
+        os._exit(0)
+    kids.append(pid)
+print(sorted(os.waitstatus_to_exitcode(os.waitpid(k, 0)[1]) for k in kids))
+"""
+    r = bwrap_box.run_python(source)
+    codes = eval(r.stdout.strip())
+    assert codes.count(-signal.SIGKILL) >= 2, r  # the cgroup's OOM killer stopped the excess

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from distill.verify.sandbox import Limits
+from distill.verify.sandbox import Limits, SandboxError
 from distill.verify.registry import FACTORIES, VERIFIERS, Verdict, get_verifier, register
 from distill.verify.code import CodeVerifier, extract_code, make_code_verifier, outputs_match, parse_code_tests
 from distill.verify.extract import extract_final_answer
@@ -354,10 +354,10 @@ def test_verify_code_stops_at_the_first_failing_test_and_caps_tests():
     assert make_code_verifier(limits=FAST, max_tests=1)(ADD, json.dumps([{"input": "1 1", "output": "2"}, {"input": "1 1", "output": "9"}])) == Verdict(True, "correct")
 
 
-def test_verify_code_without_a_usable_sandbox_is_unverifiable():
-    broken = make_code_verifier(isolation="none", python="/nonexistent/python3")
-    verdict = broken(ADD, TESTS)
-    assert verdict.correct is None and verdict.reason.startswith("error: SandboxError")
+def test_verify_code_without_a_usable_sandbox_refuses():
+    broken = make_code_verifier(isolation="weak-none", python="/nonexistent/python3")
+    with pytest.raises(SandboxError, match="no usable sandbox"):  # nothing judged, not a column of unverifiable rows
+        broken(ADD, TESTS)
 
 
 def test_verify_table_code_in_a_pool_records_the_sandbox(tmp_path):
@@ -365,7 +365,7 @@ def test_verify_table_code_in_a_pool_records_the_sandbox(tmp_path):
         {"id": "ok", "completion": ADD, "answer": TESTS},
         {"id": "wrong", "completion": _code("print(0)"), "answer": TESTS},
         {"id": "none", "completion": "no code here", "answer": TESTS},
-        {"id": "crash", "completion": _code("import os\nos.kill(os.getppid(), 9)"), "answer": TESTS},
+        {"id": "crash", "completion": _code("import os\nos.kill(os.getpid(), 9)"), "answer": TESTS},
     ]
     src = tmp_path / "code.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from distill.config.base import Section
 from distill.config.sampling import OpenAISettings, VLLMSettings
@@ -27,7 +27,10 @@ class VerifyConfig(Section):
         openai: OpenAISettings = OpenAISettings()
 
     class Code(Section):
-        isolation: Literal["auto", "bwrap", "unshare", "none"] = "auto"  # auto: the strongest that works here
+        # auto/bwrap: bubblewrap, or the verify stage refuses to run solutions. The weaker modes are opt-in by
+        # name (distill.verify.sandbox): weak-unshare (host path unix sockets reachable), weak-none (host network
+        # and processes); both keep each row in a Landlock-fenced directory of its own
+        isolation: Literal["auto", "bwrap", "weak-unshare", "weak-none"] = "auto"
         wall_s: float = Field(10.0, gt=0)  # per test, interpreter start included
         cpu_s: int = Field(5, ge=1)
         memory_mb: int = Field(1024, ge=64)
@@ -35,6 +38,13 @@ class VerifyConfig(Section):
         output_kb: int = Field(1024, ge=1)
         max_tests: int | None = Field(None, ge=1)
         python: str | None = None  # interpreter for solutions; default: this one, else /usr/bin/python3
+
+        @field_validator("isolation", mode="before")
+        @classmethod
+        def _weak_is_opt_in(cls, v: object) -> object:
+            if v in ("unshare", "none"):
+                raise ValueError(f"{v!r} is weaker than bubblewrap and no longer a fallback: opt in with 'weak-{v}'")
+            return v
 
     verifier: Literal["math", "code", "judge", "math+judge"] = "math"
     workers: int = Field(1, ge=1)  # processes for the rule verifiers (math, code)

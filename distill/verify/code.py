@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from distill.verify.extract import final_text
 from distill.verify.registry import Verdict, map_verdicts, register, register_factory
-from distill.verify.sandbox import Limits, Sandbox
+from distill.verify.sandbox import Limits, Sandbox, SandboxError
 
 # ```python\n...``` (or py / python3 / no language); the language word may be followed by other info.
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.#-]*)[^\n]*\n(.*?)```", re.DOTALL)
@@ -80,7 +80,8 @@ class CodeVerifier:
 
     correct / incorrect (wrong output) / timeout / runtime_error / output_limit are judged verdicts (a
     solution that hangs or crashes is wrong); no_code, no_reference, unparseable_reference and
-    `error: ...` (the sandbox could not run) are unverifiable.
+    `error: ...` (the sandbox failed on this row) are unverifiable. When no sandbox of the configured strength
+    exists here (bubblewrap missing and no weak mode opted into), SandboxError propagates: nothing is judged.
     """
 
     sandbox: Sandbox | None = None  # built on first use (its probe runs a process)
@@ -112,14 +113,13 @@ class CodeVerifier:
                 if not outputs_match(r.stdout, expected):
                     return Verdict(False, "incorrect")
             return Verdict(True, "correct")
+        except SandboxError:
+            raise  # no sandbox of the required strength: refuse to judge code at all (the error names the setting)
         except Exception as e:  # noqa: BLE001 - a verdict per row
             return Verdict(None, f"error: {type(e).__name__}: {e}"[:200])
 
     def verify_batch(self, completions, references, prompts=None, workers: int = 1) -> tuple[list[Verdict], dict]:
-        try:
-            sandbox = self._box().describe()  # resolves the isolation once, before workers copy the sandbox
-        except Exception as e:  # noqa: BLE001 - no sandbox: every row gets the error verdict below
-            sandbox = {"error": str(e)}
+        sandbox = self._box().describe()  # resolves the isolation once (SandboxError: refused), before workers copy it
         return map_verdicts(self, completions, references, workers), {"sandbox": sandbox}
 
 

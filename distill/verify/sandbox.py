@@ -1,32 +1,40 @@
 """Run untrusted Python (model-written solutions) with limits, for the `code` verifier.
 
-Every run gets its own process group and temporary directory, a scrubbed environment (PATH, LANG, HOME,
+Every run gets its own process group and private directory, a scrubbed environment (PATH, LANG, HOME,
 TMPDIR and nothing else: no HF_TOKEN, no AWS_*), resource limits set inside the sandbox before the program
 starts (CPU seconds, address space, processes, file size, open files), a wall-clock timeout that kills the
-whole process group, and a cap on the output read back. On top of that, the best isolation this machine
-allows (probed once per process, strongest first):
+whole process group, a cap on the output read back, and, where this machine delegates one, a cgroup that
+caps the whole sandbox's memory (tmpfs and shared memory included) and tasks. Isolation (`isolation`):
 
-- `bwrap` (bubblewrap): new user, pid, network, ipc and uts namespaces; a read-only view of /usr and the
-  interpreter only (no /home, /root, /etc secrets, no run directory); size-capped private tmpfs for /tmp and
-  the working directory; the sandbox dies with its parent.
-- `unshare` (util-linux): new network and pid namespaces (and a user namespace when not root), a private
-  /proc; the filesystem is the host's, limited only by the sandbox's uid.
-- `none`: limits only; no network or filesystem isolation.
+- `auto` / `bwrap` (bubblewrap), the only mode used unless a recipe opts out: new user, pid, network, ipc,
+  uts and cgroup namespaces; a read-only view of /usr and the interpreter only (no /home, /root, /etc
+  secrets, no run directory, no verify input); size-capped private tmpfs for /tmp, /dev/shm and the working
+  directory, the root and /dev read-only; the launcher that applies the limits is the sandbox's pid 1 (so
+  nothing in the sandbox runs without them) and cannot be debugged (not dumpable, and a seccomp filter makes
+  ptrace, process_vm_*, memfd_create, SysV shm, io_uring, bpf, mounts and namespaces fail); the sandbox
+  dies with its parent. When bwrap is not usable, the sandbox refuses to run (SandboxError naming
+  `verify.code.isolation`) instead of silently running weaker.
+- `weak-unshare` (opt-in; util-linux unshare): new network (IP only: path unix sockets of the host stay
+  reachable), pid, ipc and uts namespaces, plus the Landlock fence below.
+- `weak-none` (opt-in): the Landlock fence and the limits only; the host's network, and its processes by pid.
 
-Clusters may forbid namespaces; then the probe falls back and `Sandbox.describe()` names the protections
-that are missing (the verify stage records them). When the caller is root, the program runs as `nobody`
-(uid 65534): RLIMIT_NPROC does not apply to root, and a separate uid keeps it out of root's files and
-processes even without namespaces (if `nobody` cannot run any interpreter, e.g. Python lives only under
-/root, it runs as root instead and the process limit is reported missing). RLIMIT_NPROC counts a user's processes, not a sandbox's: inside a
-fresh user namespace the kernel counts per namespace, so the limit is per sandbox; without one the launcher
-allows the uid's current task count plus the limit.
+The Landlock fence (kernel 5.13+, required by both weak modes): only the system directories are readable and
+only the run's own directory is writable, so a solution can neither read the answer key nor write another
+row's program; where the kernel's ABI has them, TCP, signals and abstract unix sockets outside the run are
+refused too. `Sandbox.protections()` reports what holds and `describe()` what is missing (the verify stage
+records it). When the caller is root, the program runs as `nobody` (uid 65534): RLIMIT_NPROC does not apply
+to root (if `nobody` cannot run any interpreter, e.g. Python lives only under /root, it runs as root instead
+and the process limit is reported missing). RLIMIT_NPROC counts a user's processes: inside a fresh user
+namespace per sandbox, otherwise the launcher allows the uid's current task count plus the limit.
 
 This module picks the isolation and lays out each run; running the command itself (the launcher script, the
-capped read-back, the process-group kill) is distill.verify.sandbox_run.
+capped read-back, the process-group kill) is distill.verify.sandbox_run, the kernel guards (seccomp filter,
+Landlock rules, cgroup) distill.verify.sandbox_guard.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -36,13 +44,16 @@ import tempfile
 import threading
 from dataclasses import asdict, dataclass
 
-from distill.verify.sandbox_run import CPU_EXIT, LAUNCHER, RunResult, bwrap_fs_args, execute, scrubbed_env, sweep
+from distill.verify.sandbox_guard import Cgroup, landlock_abi, landlock_rules, seccomp_filter
+from distill.verify.sandbox_run import CPU_EXIT, LAUNCHER, RunResult, bwrap_fs_args, execute, scrubbed_env, sweep, system_paths
 
-__all__ = ["CPU_EXIT", "ISOLATIONS", "NOBODY", "Limits", "RunResult", "Sandbox", "SandboxError"]
+__all__ = ["CPU_EXIT", "ISOLATIONS", "NOBODY", "SETTING", "WEAK", "Limits", "RunResult", "Sandbox", "SandboxError"]
 
 log = logging.getLogger(__name__)
 
-ISOLATIONS = ("bwrap", "unshare", "none")
+ISOLATIONS = ("bwrap", "unshare", "none")  # the modes, strongest first
+WEAK = {"weak-unshare": "unshare", "weak-none": "none"}  # the opt-in names of the weaker modes
+SETTING = "verify.code.isolation"  # the recipe setting that picks the mode
 NOBODY = 65534
 
 # Where things are inside a bwrap sandbox.
@@ -59,11 +70,18 @@ class Limits:
     fsize_mb: int = 16  # largest file the program may write (RLIMIT_FSIZE)
     nofile: int = 64  # open file descriptors (RLIMIT_NOFILE)
     output_bytes: int = 1 << 20  # stdout + stderr read back; more kills the run
-    tmpfs_mb: int = 64  # bwrap only: size of each private tmpfs (/tmp and the working directory)
+    tmpfs_mb: int = 64  # bwrap only: size of each private tmpfs (/tmp, /dev/shm and the working directory)
 
 
 class SandboxError(RuntimeError):
     """The sandbox itself could not run (no usable interpreter, a requested isolation is unavailable)."""
+
+
+def _no_bwrap(errors: list[str]) -> str:
+    return (
+        f"code verification needs bubblewrap (bwrap): install it, or opt into weaker isolation with {SETTING}:"
+        f" weak-unshare or weak-none ({'; '.join(errors)})"
+    )
 
 
 _PROBED: dict[tuple, bool] = {}
@@ -71,7 +89,8 @@ _PROBE_LOCK = threading.Lock()
 
 
 class Sandbox:
-    """Runs Python programs under `limits` with the strongest `isolation` available (or the one named).
+    """Runs Python programs under `limits` with `isolation`: `auto`/`bwrap` (bubblewrap or SandboxError), or
+    one of the weaker modes by its opt-in name (`weak-unshare`, `weak-none`).
 
     `python`: the interpreter for programs (default: this one if the sandbox uid can run it, else
     /usr/bin/python3). `uid`: run programs as this uid; default `nobody` when the caller is root, else the
@@ -79,8 +98,10 @@ class Sandbox:
     """
 
     def __init__(self, limits: Limits | None = None, isolation: str = "auto", python: str | None = None, uid: int | None = None):
-        if isolation not in ("auto", *ISOLATIONS):
-            raise ValueError(f"unknown isolation {isolation!r} (known: auto, {', '.join(ISOLATIONS)})")
+        if isolation in WEAK.values():
+            raise ValueError(f"isolation {isolation!r} is weaker than bubblewrap: opt in by naming it weak-{isolation} ({SETTING})")
+        if isolation not in ("auto", "bwrap", *WEAK):
+            raise ValueError(f"unknown isolation {isolation!r} (known: auto, bwrap, {', '.join(WEAK)})")
         self.limits = limits or Limits()
         self.requested = isolation
         self.python_requested = python
@@ -88,6 +109,7 @@ class Sandbox:
         self._uid_defaulted = uid is None
         self._mode: str | None = None
         self._python: str | None = None
+        self._cgroup_ok = False
 
     # --- isolation ------------------------------------------------------------------------------------
 
@@ -102,7 +124,7 @@ class Sandbox:
 
     def _resolve(self) -> tuple[str, str]:
         if self._mode is None:
-            modes = ISOLATIONS if self.requested == "auto" else (self.requested,)
+            modes = (WEAK.get(self.requested, "bwrap"),)  # auto never falls back to a weaker mode
             pythons = [self.python_requested] if self.python_requested else list(
                 dict.fromkeys([os.path.realpath(sys.executable), shutil.which("python3", path="/usr/bin:/bin") or "/usr/bin/python3"])
             )
@@ -110,6 +132,9 @@ class Sandbox:
             for mode in modes:
                 if mode == "bwrap" and not shutil.which("bwrap") or mode == "unshare" and not shutil.which("unshare"):
                     errors.append(f"{mode}: not installed")
+                    continue
+                if mode != "bwrap" and landlock_abi() < 1:
+                    errors.append(f"{mode}: needs Landlock (Linux 5.13+ with landlock enabled) to keep rows apart")
                     continue
                 for py in pythons:
                     ok, why = self._probe(mode, py)
@@ -124,8 +149,13 @@ class Sandbox:
                 # which loses the process limit and the separate uid (reported below)
                 self.uid, self._uid_defaulted = os.geteuid(), False
                 return self._resolve_again(errors)
+            if self._mode is None and modes == ("bwrap",):
+                raise SandboxError(_no_bwrap(errors))
             if self._mode is None:
                 raise SandboxError("no usable sandbox: " + "; ".join(errors))
+            trial = Cgroup(1 << 30, 64, self.uid if self.dropping_uid else None)
+            self._cgroup_ok = trial.available()
+            trial.close()
             missing = self.missing()
             if missing:
                 tried = f" (stronger options failed: {'; '.join(errors)})" if errors else ""
@@ -162,7 +192,8 @@ class Sandbox:
     def protections(self) -> dict[str, bool]:
         """Which protections are in force, by name."""
         mode = self.isolation
-        ns = mode in ("bwrap", "unshare")
+        ns, bw = mode in ("bwrap", "unshare"), mode == "bwrap"
+        fence = 0 if bw else landlock_abi()  # the weak modes' Landlock ABI (their resolve required one)
         return {
             "process_group_kill": True,
             "temp_dir": True,
@@ -174,9 +205,19 @@ class Sandbox:
             "file_size_limit": True,
             # RLIMIT_NPROC never applies to a process whose real uid is root
             "process_limit": self.uid != 0,
-            "no_network": ns,
+            # the limits are set in the launcher, which is the first process of the sandbox (bwrap's pid 1)
+            "limits_on_every_process": True,
+            "sandbox_memory_cgroup": self._cgroup_ok,  # memory (tmpfs, shared memory) and tasks of the whole run
+            "private_directory": True,  # no other row can write it (a tmpfs of its own, or Landlock)
+            "host_files_hidden": True,  # the run directory and verify input (the answer key) are unreadable
+            "readonly_filesystem": True,  # only its own directory (and bwrap's capped /tmp, /dev/shm) is writable
+            "capped_writable_mounts": bw,  # weak modes write to the host's disk (each file under RLIMIT_FSIZE)
+            "no_network": bw,  # unshare's network namespace leaves the host's path unix sockets reachable
+            "no_ip_network": ns,
             "pid_isolation": ns,  # cannot see or signal host processes, nor read their /proc/<pid>/environ
-            "readonly_filesystem": mode == "bwrap",  # only its own tmpfs is writable; no home dirs, no /etc
+            "no_signals_out": ns or fence >= 6,
+            "no_ptrace": bw and seccomp_filter() is not None or fence >= 1,  # seccomp; Landlock scopes ptrace
+            "shared_memory_bounded": bw and seccomp_filter() is not None or self._cgroup_ok,
             "separate_uid": self.dropping_uid,  # root runs programs as nobody; other callers cannot
         }
 
@@ -217,7 +258,8 @@ class Sandbox:
         # a uid we drop to must reach the directory: the caller's TMPDIR may sit inside a private home
         base = "/tmp" if self.dropping_uid and os.path.isdir("/tmp") else None
         host = tempfile.mkdtemp(prefix="distill-sandbox-", dir=base)
-        try:
+        with contextlib.ExitStack() as stack:
+            stack.callback(shutil.rmtree, host, ignore_errors=True)
             in_box = mode == "bwrap"
             code_dir = _BOX_CODE if in_box else host
             work_dir = _BOX_WORK if in_box else host
@@ -231,7 +273,7 @@ class Sandbox:
             stdin_path = os.path.join(host, ".stdin")
             with open(stdin_path, "w", encoding="utf-8") as f:
                 f.write(stdin)
-            os.chmod(host, 0o755)
+            os.chmod(host, 0o700)
             if self.dropping_uid:
                 for p in (host, *(os.path.join(host, n) for n in os.listdir(host))):
                     os.chown(p, self.uid, self.uid)
@@ -247,33 +289,50 @@ class Sandbox:
                 },
                 "nproc": lim.nproc if self.uid != 0 else None,
                 "nproc_per_namespace": self._user_namespace(mode),
+                # weak modes: only the system paths and this run's directory are reachable (Landlock)
+                "landlock": None if in_box else landlock_rules(system_paths(python), host),
+                "undumpable": True,
             }
             launch = [python, "-I", "-S", os.path.join(code_dir, "launch.py"), json.dumps(cfg)]
-            cmd = self._wrap(mode, python, host, launch)
+            bpf = seccomp_filter() if in_box else None
+            if bpf is not None:
+                filt = stack.enter_context(tempfile.TemporaryFile())
+                filt.write(bpf)
+                filt.flush()
+                filt.seek(0)
+            cmd = self._wrap(mode, python, host, launch, filt.fileno() if bpf is not None else None)
+            if self._cgroup_ok:  # the whole sandbox: processes' memory, tmpfs and shared memory pages, tasks
+                total = (lim.memory_mb + 3 * lim.tmpfs_mb) << 20  # one process's worth plus the three tmpfs
+                cg = Cgroup(total, lim.nproc + 4, self.uid if self.dropping_uid else None)
+                stack.callback(cg.close)
+                cmd = cg.enter_argv(cmd)
             env = scrubbed_env(work_dir, tmp_dir)
             wall_s = lim.wall_s if not probe else max(lim.wall_s, 10.0)
-            result = execute(cmd, stdin_path, host, env, wall_s, lim.output_bytes, self.uid if self.dropping_uid else None)
+            fds = (filt.fileno(),) if bpf is not None else ()
+            result = execute(cmd, stdin_path, host, env, wall_s, lim.output_bytes, self.uid if self.dropping_uid else None, fds)
             if mode == "none":
                 sweep(host)
             return result
-        finally:
-            shutil.rmtree(host, ignore_errors=True)
 
-    def _wrap(self, mode: str, python: str, host: str, launch: list[str]) -> list[str]:
+    def _wrap(self, mode: str, python: str, host: str, launch: list[str], seccomp_fd: int | None = None) -> list[str]:
         if mode == "none":
             return launch
         if mode == "unshare":
             user = ["--user", "--map-root-user"] if self.uid != 0 else []
             return ["unshare", *user, "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--mount-proc", *launch]
         userns = ["--unshare-user", "--disable-userns"] if self.uid != 0 else ["--cap-drop", "ALL"]
-        mb = self.limits.tmpfs_mb << 20
+        mb = str(self.limits.tmpfs_mb << 20)
+        seccomp = ["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []
+        # the launcher is pid 1 (--as-pid-1): no process of the sandbox runs without its limits; every writable
+        # mount is a size-capped tmpfs, the root and /dev are read-only
         return [
-            "bwrap", "--unshare-all", *userns, "--die-with-parent", "--new-session",
+            "bwrap", "--unshare-all", *userns, "--die-with-parent", "--new-session", "--as-pid-1",
             *bwrap_fs_args(python),
             "--proc", "/proc", "--dev", "/dev",
-            "--size", str(mb), "--tmpfs", "/tmp",
+            "--size", mb, "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
+            "--size", mb, "--tmpfs", "/tmp",
             "--ro-bind", host, _BOX_CODE,
-            "--size", str(mb), "--tmpfs", _BOX_WORK,
-            "--chdir", _BOX_WORK,
+            "--size", mb, "--tmpfs", _BOX_WORK,
+            "--chdir", _BOX_WORK, *seccomp, "--remount-ro", "/",
             *launch,
         ]  # fmt: skip

@@ -58,11 +58,54 @@ if cfg["nproc"] is not None:
 for name, value in limits.items():
     # CPU: SIGXCPU at the soft limit, SIGKILL a second later if the program catches it
     resource.setrlimit(getattr(resource, name), (value, value + 1 if name == "RLIMIT_CPU" else value))
+
+def fail(msg):
+    sys.stderr.write("sandbox launcher: %s\n" % msg)
+    os._exit(126)
+
+def landlock(rules):
+    # only the listed paths stay reachable, for this launcher and everything it starts; TCP, signals and
+    # abstract unix sockets outside the sandbox are refused where the kernel's Landlock ABI has them
+    import ctypes, stat, struct
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    sc = lambda *a: libc.syscall(*[ctypes.c_long(x) if isinstance(x, int) else x for x in a])
+    abi = sc(444, None, 0, 1)
+    if abi < 1:
+        fail("Landlock is not available (errno %d)" % ctypes.get_errno())
+    fs = (1 << 13) - 1 | (1 << 13 if abi >= 2 else 0) | (1 << 14 if abi >= 3 else 0) | (1 << 15 if abi >= 5 else 0)
+    attr = struct.pack("=QQQ", fs, 3 if abi >= 4 else 0, 3 if abi >= 6 else 0)[: 8 if abi < 4 else 16 if abi < 6 else 24]
+    buf = ctypes.create_string_buffer(attr, len(attr))
+    ruleset = sc(444, buf, len(attr), 0)
+    if ruleset < 0:
+        fail("landlock_create_ruleset: errno %d" % ctypes.get_errno())
+    access = {"read": 1 | 4 | 8, "dev": 2 | 4, "rw": fs}
+    file_rights = 1 | 2 | 4 | (1 << 14) | (1 << 15)
+    for path, kind in rules:
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            continue
+        allowed = access[kind] & fs & (~0 if stat.S_ISDIR(os.fstat(fd).st_mode) else file_rights)
+        rule = ctypes.create_string_buffer(struct.pack("=Qi", allowed, fd), 12)
+        if sc(445, ruleset, 1, rule, 0) != 0:
+            fail("landlock_add_rule %s: errno %d" % (path, ctypes.get_errno()))
+        os.close(fd)
+    if libc.prctl(38, 1, 0, 0, 0) != 0 or sc(446, ruleset, 0) != 0:  # PR_SET_NO_NEW_PRIVS, restrict_self
+        fail("landlock_restrict_self: errno %d" % ctypes.get_errno())
+    os.close(ruleset)
+
+if cfg.get("landlock"):
+    landlock(cfg["landlock"])
+if cfg.get("undumpable"):
+    # the sandbox's pid 1: its children (same uid, no capabilities) may not open its /proc/1/mem
+    import ctypes
+    if ctypes.CDLL(None).prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
+        fail("prctl(PR_SET_DUMPABLE) failed")
 try:
     pid = os.fork()
 except OSError as e:
-    sys.stderr.write("sandbox launcher: fork failed: %s\n" % e)
-    os._exit(126)
+    fail("fork failed: %s" % e)
 if pid == 0:
     try:
         os.execv(cfg["argv"][0], cfg["argv"])
@@ -93,6 +136,12 @@ def interpreter_prefix(python: str) -> str:
     return os.path.dirname(os.path.dirname(os.path.realpath(python)))
 
 
+def system_paths(python: str) -> list[str]:
+    """What a program may read: the system's binaries and libraries, the interpreter's tree, the linker cache."""
+    tops = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", interpreter_prefix(python), "/etc/ld.so.cache"]
+    return [p for p in dict.fromkeys(tops) if os.path.exists(p)]
+
+
 def bwrap_fs_args(python: str) -> list[str]:
     args = ["--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
@@ -108,7 +157,9 @@ def bwrap_fs_args(python: str) -> list[str]:
     return args
 
 
-def execute(cmd: list[str], stdin_path: str, cwd: str, env: dict, wall_s: float, output_bytes: int, uid: int | None = None) -> RunResult:
+def execute(
+    cmd: list[str], stdin_path: str, cwd: str, env: dict, wall_s: float, output_bytes: int, uid: int | None = None, pass_fds: tuple = ()
+) -> RunResult:
     """Run `cmd` in its own session with stdin from `stdin_path`, as `uid` when given; kill its process group
     after `wall_s` or once stdout + stderr exceed `output_bytes`."""
     cap = output_bytes
@@ -117,7 +168,7 @@ def execute(cmd: list[str], stdin_path: str, cwd: str, env: dict, wall_s: float,
     with open(stdin_path, "rb") as stdin:
         proc = subprocess.Popen(
             cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=env,
-            start_new_session=True, close_fds=True, **ids,
+            start_new_session=True, close_fds=True, pass_fds=pass_fds, **ids,
         )  # fmt: skip
     out = {1: bytearray(), 2: bytearray()}
     timed_out = truncated = False
