@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from distill.config.sampling import SamplingConfig
 from distill.config.students import StudentConfig
 from distill.config.teacher import TeacherConfig
 from distill.config.verify import VerifyConfig
+from distill.core.threads import choose_threads
 
 
 class Recipe(Section):
@@ -35,7 +35,7 @@ class Recipe(Section):
     description: str = ""
     run_dir: str | None = None  # default: runs/<name>
     seed: int = 0
-    threads: int | None = None  # OMP/torch threads; default: all cores
+    threads: int | None = Field(None, ge=1)  # OMP/torch threads; default: the cores free at start (distill/core/threads.py)
     prompts: PromptsConfig = PromptsConfig()
     teacher: TeacherConfig = TeacherConfig()
     sampling: SamplingConfig = SamplingConfig()
@@ -111,9 +111,9 @@ def read_yaml(text: str) -> Any:
 
 
 def pin_threads(recipe: "Recipe") -> None:
-    """Set OMP_NUM_THREADS to the recipe's `threads` (when given), before torch starts its pools."""
-    if recipe.threads:
-        os.environ["OMP_NUM_THREADS"] = str(recipe.threads)
+    """Set OMP_NUM_THREADS (the recipe's `threads`, else the environment's, else the cores free at start) and a
+    passive OpenMP wait policy, before torch starts its pools: see distill/core/threads.py."""
+    choose_threads(recipe.threads)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
