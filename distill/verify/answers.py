@@ -34,8 +34,28 @@ PROMPT_TEMPLATES = {
     "json": "{question}\n\nEnd your response with a JSON object on its own line: {\"answer\": <your answer>}",
 }
 
-_ANSWER_LINE = re.compile(r"^\s*\**\s*answer\s*\**\s*[:：]\s*\**\s*\$?\(?([A-Z])\)?\$?\s*\**\s*\.?\s*$", re.IGNORECASE | re.MULTILINE)
-_LOOSE = re.compile(r"\banswer\s+is\s*:?\s*\(?\$?\\?(?:boxed\{|text\{)?([A-Z])\b", re.IGNORECASE)
+# Words that introduce an answer, in the languages real traces answer in.
+_ANSWER_WORD = (r"(?:final\s+|correct\s+)?(?:answer|option|réponse|respuesta|resposta|antwort|jibu|ответ)"
+                r"|(?:সঠিক\s+)?উত্তর(?:টি)?|正解|答案|答え|సమాధానం|คำตอบ")
+# A line `Answer: X` (simple-evals), in any of those languages, bold or not, the letter alone or followed by its
+# option text ("Answer: B. 同理心", "**উত্তর:** C", "**Answer:** D (Ellipse)"); "Answer: A bit more..." is not.
+_ANSWER_LINE = re.compile(
+    rf"^[\s*#>]*(?:{_ANSWER_WORD})\s*\**\s*[:：][\s*]*(?:(?:option|বিকল্প|অপশন)\s+)?\$?\(?([A-Z])\)?\$?"
+    r"(?=$|[\s*]*$|[.):,*\]]|\s+\()",
+    re.IGNORECASE | re.MULTILINE,
+)
+_BOXED_LETTER = re.compile(r"\\boxed\s*\{\s*(?:\\text(?:bf)?\s*\{)?\s*\(?((?-i:[A-Z]))\)?\s*\}?\s*\}")
+# Looser statements, uppercase letters only: "the answer is (B)", "the correct answer is **D. ...**",
+# "making **B** the correct answer", "which corresponds to option **C**", "সঠিক উত্তরটি হলো **C. ...".
+_LOOSE = [
+    re.compile(rf"(?:{_ANSWER_WORD})\s*\**\s*(?:is|est|es|ist|হলো|হল|是|は)\s*[:：]?\s*[*\"'(\[$]*\s*(?:option\s+|choice\s+)?"
+               r"[*(\[$]*\\?(?:boxed\{|text\{)?((?-i:[A-Z]))(?![^\W\d_])(?!(?<=I)\s+(?-i:[a-z]))", re.IGNORECASE),  # not "I think"
+    re.compile(r"[*(]*((?-i:[A-Z]))[*)]*\s+(?:is\s+)?the\s+(?:correct|right|best)\s+(?:answer|option|choice)\b", re.IGNORECASE),
+    re.compile(r"সঠিক\s+উত্তর(?:টি)?\s*[:：]?[\s*]*((?-i:[A-Z]))(?![^\W\d_])"),
+    re.compile(r"\bcorresponds?\s+to\s+(?:option\s+|choice\s+)?[*(]*((?-i:[A-Z]))(?![^\W\d_])", re.IGNORECASE),
+]
+# A last line that is an option on its own: "**C. আইরিশ আবরণ সংকুচিত থাকে**", "(B)", "**D**".
+_OPTION_LINE = re.compile(r"^[\s*#>]*\(?((?-i:[A-Z]))\)?(?:[.):]\s+\S.*|[\s*.]*)$")
 
 
 def render_prompt(template: str, question: str, choices: list[str] | None = None) -> str:
@@ -54,13 +74,19 @@ def _final(completion: str) -> str:
 
 
 def extract_choice(completion: str) -> str | None:
-    """The letter of the last `Answer: X` line, else of a last "the answer is (X)"; None when absent."""
+    """The letter of the last `Answer: X` line or `\\boxed{X}`, whichever comes last; else of the last looser
+    statement ("the answer is (X)", "X is the correct answer", "corresponds to option X"); else of a last line
+    that is an option on its own; None when absent."""
     text = _final(completion)
-    lines = _ANSWER_LINE.findall(text)
-    if lines:
-        return lines[-1].upper()
-    loose = _LOOSE.findall(text)
-    return loose[-1].upper() if loose else None
+    stated = [(m.start(), m.group(1)) for pattern in (_ANSWER_LINE, _BOXED_LETTER) for m in pattern.finditer(text)]
+    if stated:
+        return max(stated)[1].upper()
+    loose = [(m.start(), m.group(1)) for pattern in _LOOSE for m in pattern.finditer(text)]
+    if loose:
+        return max(loose)[1].upper()
+    lines = [line for line in text.splitlines() if line.strip()]
+    last = _OPTION_LINE.match(lines[-1]) if lines else None
+    return last.group(1) if last else None
 
 
 def _json_objects(text: str) -> list[dict]:

@@ -18,13 +18,20 @@ final text) and the LLM judge (what it is shown as the answer).
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from distill.core.schema import THINK_CLOSE, THINK_OPEN, split_think
 
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
-# "The final answer is X", "the answer is: X", "Answer: X"; X runs to the end of its sentence.
-_ANSWER_ANCHOR = re.compile(r"\banswer\b\s*(?:is\b\s*:?|:)", re.IGNORECASE)
-_SENTENCE_END = re.compile(r"\.(?=\s|$)|\n")
+# "The final answer is X", "the answer is: X", "Answer: X"; X runs to the end of its sentence. Real traces
+# answer in the prompt's language too: "La réponse est X", "Die Antwort ist X", "答案是 X", "Ответ: X"...
+_ANSWER_ANCHOR = re.compile(
+    r"(?:\banswer\b|\bréponse\b|\brespuesta\b|\bresposta\b|\brisposta\b|\bAntwort\b|\bjibu\b|\bjawaban(?:nya)?\b"
+    r"|\bответ\b|答案|答え|解答|উত্তর|సమాధానం|คำตอบ)\**\s*"
+    r"(?:(?:is|est|es|é|è|ist|ni|adalah|là|是|为|為|は|হলো|হল|คือ)(?![^\W\d_])\s*[:：]?|[:：])\**",
+    re.IGNORECASE,
+)
+_SENTENCE_END = re.compile(r"[.。](?=\s|$)|。|\n")
 _MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 # A whole answer wrapped in one math span: "$10,455$", "\((-6, 10)\)".
 WRAPPED = re.compile(r"^(?:\$\$(.+)\$\$|\$([^$]+)\$|\\\((.+)\\\)|\\\[(.+)\\\])$", re.DOTALL)
@@ -67,21 +74,51 @@ def _last_anchored(text: str) -> tuple[str, int] | None:
     return (answer, end) if answer else None
 
 
-def locate_answer(text: str) -> tuple[str, int, bool] | None:
-    """(answer, end of its sentence, boxed?) for the final answer in `text`; see extract_final_answer."""
+class Located(NamedTuple):
+    answer: str
+    end: int  # the end of its sentence in the text searched
+    kind: str  # boxed | anchored | whole (the whole text is the answer) | span | number (the last ones found) | text
+
+    @property
+    def explicit(self) -> bool:
+        """Stated as the answer (boxed, "the answer is", an `<answer>` block or a bare answer line), not the
+        last math span or number of a longer text."""
+        return self.kind in ("boxed", "anchored", "whole")
+
+
+# A final text that is a bare answer: one short line with no word of 3+ letters outside LaTeX commands.
+_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
+MAX_BARE_ANSWER = 100
+
+
+def _bare(text: str) -> str | None:
+    text = text.strip()
+    if not text or "\n" in text or len(text) > MAX_BARE_ANSWER or _WORD.search(text) or _BOX.search(text):
+        return None
+    wrapped = WRAPPED.match(text)
+    return next(g for g in wrapped.groups() if g is not None).strip() if wrapped else text
+
+
+def locate_answer(text: str, whole: bool = False) -> Located | None:
+    """The final answer in `text` (see extract_final_answer). `whole`: the text is an answer block's content
+    (`<answer>...</answer>`), so without a box or an "answer is" inside it the whole of it is the answer."""
     boxed, anchored = last_boxed(text), _last_anchored(text)
     # A boxed answer wins, unless an "answer is X" sentence comes after it: intermediate results get boxed too.
     if boxed and not (anchored and anchored[1] > boxed[1] and _BOX.search(anchored[0]) is None):
-        return boxed[0], _sentence_end(text, boxed[1]), True
+        return Located(boxed[0], _sentence_end(text, boxed[1]), "boxed")
     if anchored:
-        return anchored[0], anchored[1], False
+        return Located(anchored[0], anchored[1], "anchored")
+    bare = text.strip() if whole else _bare(text)
+    if bare:
+        wrapped = WRAPPED.match(bare)
+        return Located(next(g for g in wrapped.groups() if g is not None).strip() if wrapped else bare, len(text), "whole")
     spans = [m for m in _MATH_SPAN.finditer(text) if any(g and g.strip() for g in m.groups())]
     if spans:
         answer = next(g for g in spans[-1].groups() if g is not None).strip()
-        return answer, _sentence_end(text, spans[-1].end()), False
+        return Located(answer, _sentence_end(text, spans[-1].end()), "span")
     numbers = list(_NUMBER.finditer(text))
     if numbers:
-        return numbers[-1].group().strip(), _sentence_end(text, numbers[-1].end()), False
+        return Located(numbers[-1].group().strip(), _sentence_end(text, numbers[-1].end()), "number")
     return None
 
 
@@ -154,13 +191,25 @@ def unfinished_without_answer(completion: str) -> bool:
     return reasoning_unfinished(completion) and not answer_section(completion)
 
 
-def final_text(completion: str) -> str:
-    """The answer section (answer_section); when it holds `<answer>` blocks (the R1-Zero template), the last
-    one's content."""
+def tagged_final_text(completion: str) -> tuple[str, bool]:
+    """(final_text, whether it is the content of an `<answer>` block)."""
     final = answer_section(completion)[-MAX_EXTRACT_CHARS:]
     tagged = [m.group(1).strip() for m in _ANSWER_TAG.finditer(final)]
     tagged = [t for t in tagged if t]
-    return tagged[-1] if tagged else final
+    return (tagged[-1], True) if tagged else (final, False)
+
+
+def final_text(completion: str) -> str:
+    """The answer section (answer_section); when it holds `<answer>` blocks (the R1-Zero template), the last
+    one's content."""
+    return tagged_final_text(completion)[0]
+
+
+def locate_final_answer(completion: str) -> tuple[str, Located | None]:
+    """(final text, its located answer): an `<answer>` block's whole content is the answer unless it holds a
+    box or an "answer is" sentence."""
+    text, tagged = tagged_final_text(completion)
+    return text, locate_answer(text, whole=tagged)
 
 
 def extract_final_answer(completion: str) -> str | None:
@@ -173,6 +222,6 @@ def extract_final_answer(completion: str) -> str | None:
     (unless a later "the final answer is X" follows it), then the last "answer is X" / "Answer: X", then the
     last math span ($...$, \\(...\\), \\[...\\]), then the last number.
     """
-    found = locate_answer(final_text(completion))
-    return found[0] if found else None
+    found = locate_final_answer(completion)[1]
+    return found.answer if found else None
 

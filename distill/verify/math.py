@@ -13,7 +13,8 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from distill.verify.extract import UNFINISHED, WRAPPED, final_text, last_boxed, locate_answer, unfinished_without_answer
+from distill.verify.extract import UNFINISHED, WRAPPED, Located, last_boxed, locate_final_answer, unfinished_without_answer
+from distill.verify.formats import compare_decimals, compare_times, fold, normalize_unicode, same_text, text_reference, unwrap
 from distill.verify.registry import Verdict, register
 
 # Math-Verify runs without its signal-based timeout (see module doc), so parse time is bounded by length: the
@@ -37,7 +38,7 @@ def _repeating_to_fraction(m: re.Match) -> str:
 
 
 def _normalize_latex(text: str) -> str:
-    return _THIN_SPACE_THOUSANDS.sub("", _REPEATING.sub(_repeating_to_fraction, text))
+    return _THIN_SPACE_THOUSANDS.sub("", _REPEATING.sub(_repeating_to_fraction, normalize_unicode(text)))
 
 
 def _parse(text: str) -> list:
@@ -139,18 +140,20 @@ def _parse_gold(reference: str) -> tuple:
     return ()
 
 
-def _parse_answer(final: str) -> tuple[list, list] | None:
-    """(sympy forms, fallback strings) of the final answer; None when there is no final answer.
+def _parse_answer(final: str, found: Located) -> tuple[list, list]:
+    """(sympy forms, fallback strings) of the final answer `found` in the final text.
 
     Math-Verify extracts from the tail of the final text itself (it knows more phrasings than
     extract_final_answer, and several boxes make a set). When the answer we located lies before that tail
     (a long epilogue after the boxed answer), the window ends at the answer's sentence instead. If Math-Verify
-    finds nothing parseable there, our extracted answer is parsed on its own.
+    finds nothing parseable there, our extracted answer is parsed on its own. A bare answer (an `<answer>`
+    block's content, a final text that is only the answer) is parsed whole: "2 × 181", "-3 - 3i", "-1, 1".
     """
-    found = locate_answer(final)
-    if found is None:
-        return None
-    answer, end, boxed = found
+    answer, end, boxed = found.answer, found.end, found.kind == "boxed"
+    if found.kind == "whole":
+        parsed, strings = _split(_parse(_as_latex(answer)))
+        if parsed:
+            return parsed, strings
     window = final if end > len(final) - MAX_PARSE_CHARS else final[: end + 1]
     parsed, strings = _split(_parse(window))
     # Only the window's strings count as math it could not parse: our own wrappers below would turn any text
@@ -189,6 +192,41 @@ def _hedged(answer: str) -> bool:
     return len([p for p in _OR.split(answer) if p.strip(" ${}\\text,.")]) > 1
 
 
+def _formats(answer: Located, final: str, reference: str) -> Verdict | None:
+    """The verdict of distill.verify.formats for the answer formats Math-Verify misreads; None: not one."""
+    # Identical to the reference: correct, unless the reference is bare prose, which no rule judges (the
+    # verdict stays unparseable_reference, never incorrect, and a judge may decide it).
+    prose = text_reference(reference) is None and _PROSE_WORD.search(_LATEX_ARG.sub("", reference))
+    identical = same_text(answer.answer, reference) or same_text(final, reference) or same_text(unwrap(answer.answer), unwrap(reference))
+    if identical and not prose:
+        return Verdict(True, "correct")
+    time = compare_times(answer.answer, reference)
+    if time is not None:
+        return Verdict(time, "correct" if time else "incorrect")
+    text = text_reference(reference)
+    if text is not None:  # words: compared as text, with an answer stated as one
+        if fold(answer.answer) == text or fold(final) == text:
+            return Verdict(True, "correct")
+        return Verdict(False, "incorrect") if answer.explicit else Verdict(None, "no_stated_answer")
+    close = compare_decimals(answer.answer, reference)
+    if close is not None:
+        return Verdict(close, "correct" if close else "incorrect")
+    return None
+
+
+def _relational_vs_interval(gold: list, parsed: list) -> bool:
+    """`x \\le 2` against `(-\\infty, 2]`: Math-Verify turns an inequality into an interval only when it is
+    the reference, so the comparison is tried the other way round."""
+    import math_verify  # slow to import (sympy): only verifying pays for it
+    import sympy
+
+    rel = lambda xs: [x for x in xs if isinstance(x, sympy.core.relational.Relational)]  # noqa: E731
+    sets = lambda xs: [x for x in xs if isinstance(x, (sympy.Interval, sympy.Union))]  # noqa: E731
+    if rel(parsed) and sets(gold):
+        return bool(math_verify.verify(rel(parsed), sets(gold), timeout_seconds=None))
+    return False
+
+
 @register("math")
 def verify_math(completion: str, reference: str | None) -> Verdict:
     import math_verify  # slow to import (sympy): only verifying pays for it
@@ -197,18 +235,24 @@ def verify_math(completion: str, reference: str | None) -> Verdict:
     try:
         if reference is None or not str(reference).strip():
             return Verdict(None, "no_reference")
-        gold = list(_parse_gold(str(reference).strip()))
+        reference = str(reference).strip()
+        gold = list(_parse_gold(reference))
         # open-r1#293: parse() falls back to the raw string when it cannot parse, and verify() compares two
         # strings for equality, so an unparseable reference would mark its own text correct. Only a reference
-        # that parses to a math object may make anything correct.
-        if not gold:
+        # that parses to a math object (or is a text or a time, compared by distill.verify.formats) may make
+        # anything correct.
+        if not gold and text_reference(reference) is None and compare_times(reference, reference) is None:
             return Verdict(None, "unparseable_reference")
         if unfinished_without_answer(completion):
             return Verdict(False, UNFINISHED)
-        answer = _parse_answer(final_text(completion))
-        if answer is None:
-            return Verdict(None, "no_final_answer")
-        parsed, strings = answer
+        final, found = locate_final_answer(completion)
+        if found is None:  # nothing answer-like: only a final text identical to (or, as text, the same as) the gold
+            decided = _formats(Located(final.strip(), len(final), "text"), final, reference) if final.strip() else None
+            return decided if decided is not None and decided.correct else Verdict(None, "no_final_answer")
+        decided = _formats(found, final, reference)
+        if decided is not None:
+            return decided
+        parsed, strings = _parse_answer(final, found)
         if not parsed and not strings:
             return Verdict(None, "unparseable_answer")
         # Math-Verify found a math-looking answer but could not parse it (e.g. "$-[0,1)$"): it cannot equal a
@@ -217,9 +261,10 @@ def verify_math(completion: str, reference: str | None) -> Verdict:
             return Verdict(False, "incorrect")
         if all(_too_large(p) for p in parsed):
             return Verdict(None, "answer_too_large")
-        ok = math_verify.verify(gold, [p for p in parsed if not _too_large(p)], timeout_seconds=None)
-        located = locate_answer(final_text(completion))[0]  # type: ignore[index]
-        if ok and {_shape(str(reference)), _shape(located)} == {"set", "pair"}:
+        parsed = [p for p in parsed if not _too_large(p)]
+        ok = math_verify.verify(gold, parsed, timeout_seconds=None) or _relational_vs_interval(gold, parsed)
+        located = found.answer
+        if ok and {_shape(reference), _shape(located)} == {"set", "pair"}:
             ok = False
         if ok and _hedged(located) and not any(isinstance(g, sympy.FiniteSet) and len(g) > 1 for g in gold):
             ok = False
