@@ -216,8 +216,9 @@ class Sandbox:
             "no_ip_network": ns,
             "pid_isolation": ns,  # cannot see or signal host processes, nor read their /proc/<pid>/environ
             "no_signals_out": ns or fence >= 6,
-            "no_ptrace": bw and seccomp_filter() is not None or fence >= 1,  # seccomp; Landlock scopes ptrace
-            "shared_memory_bounded": bw and seccomp_filter() is not None or self._cgroup_ok,
+            # the seccomp filter (every mode, on x86_64 and aarch64); Landlock also keeps ptrace inside the row
+            "no_ptrace": seccomp_filter() is not None or fence >= 1,
+            "shared_memory_bounded": seccomp_filter() is not None or self._cgroup_ok,  # memfd, SysV shm
             "separate_uid": self.dropping_uid,  # root runs programs as nobody; other callers cannot
         }
 
@@ -293,8 +294,10 @@ class Sandbox:
                 "landlock": None if in_box else landlock_rules(system_paths(python), host),
                 "undumpable": True,
             }
+            bpf = seccomp_filter()
+            if bpf is not None and not in_box:
+                cfg["seccomp"], bpf = bpf.hex(), None  # the launcher loads it; bwrap loads it for its own
             launch = [python, "-I", "-S", os.path.join(code_dir, "launch.py"), json.dumps(cfg)]
-            bpf = seccomp_filter() if in_box else None
             if bpf is not None:
                 filt = stack.enter_context(tempfile.TemporaryFile())
                 filt.write(bpf)

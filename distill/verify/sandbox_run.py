@@ -102,6 +102,17 @@ if cfg.get("undumpable"):
     import ctypes
     if ctypes.CDLL(None).prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
         fail("prctl(PR_SET_DUMPABLE) failed")
+if cfg.get("seccomp"):
+    # the weak modes load the filter bwrap gets with --seccomp (distill.verify.sandbox_guard), last
+    import ctypes
+    class FProg(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+    prog = bytes.fromhex(cfg["seccomp"])
+    insns = ctypes.create_string_buffer(prog, len(prog))
+    fprog = FProg(len(prog) // 8, ctypes.cast(insns, ctypes.c_void_p))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) != 0:  # NO_NEW_PRIVS, SET_SECCOMP
+        fail("seccomp filter: errno %d" % ctypes.get_errno())
 try:
     pid = os.fork()
 except OSError as e:
