@@ -41,7 +41,7 @@ from distill.config.rewards import (
     RewardOptions,
 )
 from distill.core.schema import split_think
-from distill.verify.registry import get_verifier
+from distill.verify.registry import bounded_name, bounded_verdicts, get_verifier
 from filters.curate import language_measures
 from filters.repetition import repetition_scores
 from rl.templates import Template
@@ -129,9 +129,19 @@ class Accuracy(Reward):
                 out[i] = self._value(v)
         else:
             slow = set()
+        # math (and other plain verifiers): each row in a worker process under a time limit (distill.verify.limits),
+        # so one answer that would hang sympy costs its row's limit, not the training step
+        bounded: dict[str, list[int]] = {}
         for i, (fn, c, a) in enumerate(jobs):
-            if i not in slow:
+            name = bounded_name(fn) if i not in slow else None
+            if name is not None:
+                bounded.setdefault(name, []).append(i)
+            elif i not in slow:
                 out[i] = self._value(fn(c, a))
+        for name, rows in bounded.items():
+            verdicts = bounded_verdicts(name, [texts[i] for i in rows], [answers[i] for i in rows], self.workers)
+            for i, v in zip(rows, verdicts):
+                out[i] = self._value(v)
         return out
 
 

@@ -3,14 +3,18 @@
 A verifier maps (completion, reference) to a Verdict. `correct` is True, False, or None for "could not be
 judged" (no reference, an unparseable reference, no answer); None is never counted as correct.
 
-This module is a leaf: it imports nothing else of distill.verify. The verifiers register themselves from
-their own modules (`math`, `code`, `judge`, `answers`); importing the package (`distill.verify`, which any
-`distill.verify.<module>` import runs first) imports them all, so the registry is full whatever was imported.
+Of distill.verify this module imports only `limits` (the per-row bounds, below), none of the verifiers: they
+register themselves from their own modules (`math`, `code`, `judge`, `answers`); importing the package
+(`distill.verify`, which any `distill.verify.<module>` import runs first) imports them all, so the registry is
+full whatever was imported.
 
 Verifiers that need resources are built by factories: `get_verifier("judge", engine=...)` (an LLM judge) and
 `get_verifier("math+judge", engine=...)` (rules first, the judge for what they leave unverifiable). A verifier
 object may offer `verify_batch(completions, references, prompts=, workers=)` returning (verdicts, stats);
-`distill.verify.table` uses it. Plain per-row verifiers run in a process pool when `workers > 1`.
+`distill.verify.table` uses it. Registered per-row verifiers (math, multiple_choice, json) always run in
+worker processes with a time and memory limit per row (distill.verify.limits: Math-Verify can hang on one
+answer, and its own SIGALRM timeouts fail in threads); a row over the limit is unverifiable, with the reason.
+Other per-row verifiers (a CodeVerifier, bounded by its sandbox) run in a process pool when `workers > 1`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
+
+from distill.verify.limits import SCREENS, Overrun, die_with_parent, shared_pool
 
 
 @dataclass(frozen=True)
@@ -112,16 +118,59 @@ def verify_chunk(fn: Verifier, rows: list[tuple[str, str | None]]) -> list[Verdi
     return [fn(c, r) for c, r in rows]
 
 
+def _call_named(name: str, completion: str, reference: str | None) -> Verdict:
+    return VERIFIERS[name](completion, reference)  # in a worker: the name pickles where a closure would not
+
+
+# Run once where the workers are forked from, so they start with Math-Verify's lazily built parsers loaded.
+_WARM = (_call_named, ("math", "\\boxed{1}", "1"))
+
+
+def bounded_verdicts(name: str, completions: Sequence[str], references: Sequence[str | None], workers: int = 1,
+                     time_s: float | None = None) -> list[Verdict]:
+    """Registered verifier `name` over the rows, in order, each row in a worker process under the limits of
+    distill.verify.limits (up to `workers` rows at once; `time_s` per row, default limits.ROW_TIME_S). A row
+    its screen refuses, over the time or memory limit, or whose worker died is unverifiable with the reason
+    why, never correct. Safe in any thread."""
+    screen = SCREENS.get(name)
+    out: list[Verdict | None] = [None] * len(completions)
+    sent: list[int] = []
+    for i, (c, r) in enumerate(zip(completions, references)):
+        why = screen(c, r) if screen is not None else None
+        if why is None:
+            sent.append(i)
+        else:
+            out[i] = Verdict(None, why)
+    args = [(name, completions[i], references[i]) for i in sent]
+    results = shared_pool(_WARM).map(_call_named, args, workers, time_s)
+    for i, res in zip(sent, results):
+        out[i] = Verdict(None, res.reason) if isinstance(res, Overrun) else res
+    return out  # type: ignore[return-value]
+
+
+def bounded_name(fn: Verifier) -> str | None:
+    """The name `fn` is registered under when it runs bounded: a plain verifier with no batch method of its own
+    (None: factory-built, unregistered, or a verifier object that bounds itself, such as the code sandbox)."""
+    if getattr(fn, "verify_batch", None) is not None:
+        return None
+    return next((name for name, f in VERIFIERS.items() if f is fn), None)
+
+
 def map_verdicts(fn: Verifier, completions: Sequence[str], references: Sequence[str | None], workers: int = 1) -> list[Verdict]:
-    """fn over the rows, in order; with workers > 1 in a process pool (`fn` must pickle: a module-level
-    function or a verifier object such as CodeVerifier). Spawned, not forked: the caller may hold threads
-    (Prefect, torch), and forking those can deadlock."""
+    """fn over the rows, in order. A registered plain verifier runs bounded (bounded_verdicts); another
+    (a verifier object such as CodeVerifier, which must pickle) in a process pool when workers > 1, its
+    workers spawned, not forked (the caller may hold threads: Prefect, torch; forking those can deadlock),
+    and killed by the kernel when this process dies."""
+    name = bounded_name(fn)
+    if name is not None:
+        return bounded_verdicts(name, completions, references, workers)
     rows = list(zip(completions, references))
     if workers <= 1 or len(rows) < 2:
         return verify_chunk(fn, rows)
     n_chunks = min(len(rows), workers * 4)
     chunks = [rows[i::n_chunks] for i in range(n_chunks)]  # strided: slow rows spread over the workers
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=die_with_parent) as pool:
         done = list(pool.map(verify_chunk, [fn] * n_chunks, chunks))
     out: list[Verdict] = [None] * len(rows)  # type: ignore[list-item]
     for i, verdicts in enumerate(done):
