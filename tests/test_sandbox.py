@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -28,6 +29,7 @@ import pytest
 from distill.config.verify import VerifyConfig
 from distill.verify.code import CodeVerifier
 from distill.verify.sandbox import CPU_EXIT, SETTING, Limits, Sandbox, SandboxError
+from distill.verify.sandbox_guard import Cgroup, seccomp_filter
 
 # A generous wall clock: a loaded 2-core machine can take seconds just to start Python in a sandbox.
 # The wall-clock test uses its own short limit (SHORT_WALL).
@@ -506,3 +508,28 @@ print(sorted(os.waitstatus_to_exitcode(os.waitpid(k, 0)[1]) for k in kids))
     r = bwrap_box.run_python(source)
     codes = eval(r.stdout.strip())
     assert codes.count(-signal.SIGKILL) >= 2, r  # the cgroup's OOM killer stopped the excess
+
+
+def test_weak_modes_refuse_without_landlock(monkeypatch):
+    # without Landlock nothing would keep rows out of each other's directories: refused, not run weaker still
+    monkeypatch.setattr("distill.verify.sandbox.landlock_abi", lambda: 0)
+    for weak in ("weak-unshare", "weak-none"):
+        with pytest.raises(SandboxError, match="needs Landlock"):
+            Sandbox(LIMITS, isolation=weak).describe()
+
+
+def test_seccomp_filter_layout():
+    x86, arm = seccomp_filter("x86_64"), seccomp_filter("aarch64")
+    assert seccomp_filter("riscv64") is None  # unknown: no filter, reported missing
+    for prog, arch in ((x86, 0xC000003E), (arm, 0xC00000B7)):
+        assert len(prog) % 8 == 0 and len(prog) // 8 < 4096  # struct sock_filter[], under BPF_MAXINSNS
+        insns = [struct.unpack("=HBBI", prog[i : i + 8]) for i in range(0, len(prog), 8)]
+        assert insns[1][3] == arch and insns[-1] == (0x06, 0, 0, 0x7FFF0000)  # arch check first, allow last
+        assert (0x15, 0, 1, 101 if arch == 0xC000003E else 117) in insns  # ptrace -> EPERM
+
+
+def test_no_delegated_cgroup_is_reported_not_fatal(monkeypatch, tmp_path):
+    monkeypatch.setattr(Cgroup, "ROOT", str(tmp_path / "nowhere"))
+    cg = Cgroup(1 << 28, 8)
+    assert not cg.available() and cg.enter_argv(["true"]) == ["true"]
+    cg.close()

@@ -136,7 +136,24 @@ class Cgroup:
             for p in self.procs:
                 os.chown(p, owner, -1)
 
+    _swept: set[str] = set()
+
+    @classmethod
+    def _sweep(cls, parent: str) -> None:
+        """Once per process and parent: remove empty run cgroups over an hour old (their caller was killed)."""
+        if parent in cls._swept:
+            return
+        cls._swept.add(parent)
+        for name in os.listdir(parent):
+            d = os.path.join(parent, name)
+            try:
+                if name.startswith("distill-sandbox-") and time.time() - os.stat(d).st_mtime > 3600:
+                    os.rmdir(d)  # refused while it still holds a task
+            except OSError:
+                pass
+
     def _child(self, parent: str, name: str, settings: dict, required: str) -> None:
+        self._sweep(parent)
         d = os.path.join(parent, name)
         os.mkdir(d)
         self.dirs.append(d)
