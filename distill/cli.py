@@ -27,6 +27,7 @@ from distill.config.base import RecipeError
 from distill.config.recipe import load_recipe, pin_threads
 from distill.config.verify import VerifyConfig
 from distill.core.models import cache_dir, resolve_model
+from distill.core.paths import refuse_own_outputs
 from distill.core.progress import configure_console, verbosity
 from distill.core.run import Run
 from distill.core.storage import read_table, write_parquet
@@ -234,6 +235,7 @@ def _dispatch(args) -> int:
     if args.command == "verify" and args.input:
         if not args.output:
             raise ValueError("--output is required with --input")
+        refuse_own_outputs(args.input, args.output)  # a rerun must never read its own output as input
         # the recipe's verify section when --config is given; flags override it
         cfg = _load(args).verify.model_dump() if args.config else {}
         for key, value in {"verifier": args.verifier, "workers": args.workers}.items():

@@ -65,7 +65,9 @@ def curate_file(
     workers: int | None = None,
 ) -> dict[str, Any]:
     """Curate a JSONL/parquet file (or a directory of parquet shards) of traces into `output_dir`/
-    {kept.parquet, rejected.parquet, funnel.json} (each written atomically); return the funnel.
+    {kept.parquet, rejected.parquet, funnel.json}, published together (a run killed at any moment leaves
+    the previous run's three files; the layout, symlinks into a hidden run directory, is in
+    filters/output_set.py); return the funnel. `output_dir` may not be, or lie inside, an input directory.
 
     Streams in batches of `batch_rows` over `workers` processes (None: one per core, up to 8, and none
     for inputs of up to two batches), so memory stays flat however large the input (parquet; JSONL is

@@ -6,7 +6,11 @@
    few integers per row, and per distinct prompt its MinHash band keys and signature (spilled too).
 2. Dedup decides for all rows at once (filters/dedup.py: sorts, no pairwise comparisons).
 3. Write: the input is read again batch by batch, joined with its score columns and dedup decision,
-   and appended to kept.parquet or rejected.parquet (temporary names, renamed at the end).
+   and appended to kept.parquet or rejected.parquet in this run's own directory; with funnel.json they
+   are published together by one rename (filters/output_set.py), so a killed run changes nothing.
+
+Workers die with the parent (distill/core/workers.py), and an output directory that is, or lies inside,
+an input directory is refused (a rerun would read its own outputs).
 
 Memory is a few batches plus O(rows) small integers, so it hardly grows with the input; the input is
 read twice instead of being held. Results do not depend on `batch_rows` or `workers`.
@@ -17,7 +21,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import shutil
 import tempfile
 import time
 from collections import deque
@@ -31,11 +34,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill.config.curate import CurateConfig
+from distill.core.paths import refuse_own_outputs
 from distill.core.progress import progress
 from distill.core.storage import read_table, write_json
+from distill.core.workers import tied_initializer
 from filters.decontam import Decontam
 from filters.dedup import DEDUP_COLUMNS, DedupIndex, apply_dedup, duplicate_ids, no_dedup
 from filters.funnel import Funnel
+from filters.output_set import OutputSet
 from filters.registry import SCORE_COLUMNS
 from filters.scoring import REASON_COLUMNS, Scorer, Timings, check_columns, load_measures, local_reasons, prepare
 
@@ -158,7 +164,8 @@ def _executor(workers: int, cfg: CurateConfig, loaded: dict[str, Any]):
     cfg_json = cfg.model_dump_json()
     if workers <= 0:
         return _InProcess(cfg_json, loaded)
-    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(cfg_json, loaded))
+    init, initargs = tied_initializer(_init_worker, cfg_json, loaded)  # workers die with this process, SIGKILL included
+    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=init, initargs=initargs)
 
 
 def _auto_workers(rows: int, batch_rows: int) -> int:
@@ -206,12 +213,13 @@ def curate_stream(
     input_path: Path, output_dir: Path, cfg: CurateConfig, *, batch_rows: int = 10_000, workers: int | None = None
 ) -> dict[str, Any]:
     t_start = time.perf_counter()
+    refuse_own_outputs(input_path, output_dir, output_flag="--output-dir")  # a rerun must not read its own outputs
     source = Source(input_path, batch_rows)  # validates columns before anything is written
     loaded = load_measures(cfg)  # benchmarks are read once, here, not in every worker
     index = Decontam(cfg, loaded[Decontam.name]).index  # for the funnel's per-benchmark counts
     workers = _auto_workers(source.rows, batch_rows) if workers is None else workers
-    output_dir.mkdir(parents=True, exist_ok=True)
-    spill = Path(tempfile.mkdtemp(prefix=".curate-", suffix=".tmp", dir=output_dir))
+    outs = OutputSet(output_dir)  # the three outputs are published together (filters/output_set.py)
+    spill = outs.spill
     timings = Timings()
     log.info("curate: %d rows from %s, batches of %d, %d worker(s)", source.rows, input_path, batch_rows, workers)
     try:
@@ -269,7 +277,7 @@ def curate_stream(
         del ids
 
         # pass 2: join, split, write
-        kept_w, rej_w = _Writer(output_dir / "kept.parquet"), _Writer(output_dir / "rejected.parquet")
+        kept_w, rej_w = _Writer(outs.dir / "kept.parquet"), _Writer(outs.dir / "rejected.parquet")
         funnel = Funnel(cfg, index)
         try:
             offset = 0
@@ -297,9 +305,10 @@ def curate_stream(
             kept_w.discard()
             rej_w.discard()
             raise
+        out = funnel.result(timings.seconds, result.stats if result is not None else {})
+        out["timing"].update(wall_seconds=round(time.perf_counter() - t_start, 3), workers=workers, batch_rows=batch_rows)
+        write_json(outs.dir / "funnel.json", out)
+        outs.commit()
     finally:
-        shutil.rmtree(spill, ignore_errors=True)
-    out = funnel.result(timings.seconds, result.stats if result is not None else {})
-    out["timing"].update(wall_seconds=round(time.perf_counter() - t_start, 3), workers=workers, batch_rows=batch_rows)
-    write_json(output_dir / "funnel.json", out)
+        outs.discard()  # a failed run's directory; after a commit, only the lock
     return out

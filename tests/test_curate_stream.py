@@ -55,7 +55,10 @@ def _check_same(out, expected):
     funnel = json.loads((out / "funnel.json").read_text())
     for key in ("rows_in", "kept", "rejected", "reasons", "primary_reasons", "measures", "by_source", "dedup"):
         assert funnel[key] == e_funnel[key], key
-    assert sorted(p.name for p in out.iterdir()) == ["funnel.json", "kept.parquet", "rejected.parquet"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["funnel.json", "kept.parquet", "rejected.parquet"]
+    # and the run they come from (filters/output_set.py): no spill or temporary directory is left
+    hidden = {p.name for p in out.iterdir() if p.name.startswith(".")}
+    assert hidden == {".curate-current", ".curate-lock", (out / ".curate-current").readlink().name}
 
 
 @pytest.mark.parametrize("batch_rows", [3, 16, 1000])
