@@ -246,3 +246,53 @@ def test_verdicts_agree_with_labels_read_by_eye_on_real_traces():
             assert verdict.correct is not True, (i, verdict)  # never a wrong or missing answer passed as right
     assert agree["random", True] >= 97, agree
     assert agree["changed", True] >= 4, agree
+
+
+# --- point 5: cons@k votes over equal answers ---------------------------------------------------------------
+
+
+def _eval_rows(pid: str, finals: list[str], gold: str, **extra) -> list[dict]:
+    return [{"prompt_id": pid, "completion": _closed(f), "answer": gold, **extra} for f in finals]
+
+
+def test_cons_at_k_groups_answers_the_verifier_finds_equal():
+    """Three ways of writing one half out-vote two sevens: the majority answer is 1/2, which is right. At
+    5639c99 the raw strings voted, so `7` (2 votes) beat each spelling of one half (1 vote each)."""
+    from distill.evaluate.evaluate import score_samples
+
+    finals = ["\\boxed{\\frac12}", "\\boxed{7}", "The answer is 1/2.", "\\boxed{7}", "<answer>0.5</answer>"]
+    df = verify_table(pl.DataFrame(_eval_rows("p", finals, "\\frac{1}{2}") + _eval_rows("q", ["\\boxed{3}"] * 2 + ["\\boxed{2}"] * 3, "3")))
+    assert df["correct"].to_list() == [True, False, True, False, True, True, True, False, False, False]
+    r = score_samples(df, k=5)
+    assert r["cons@5"] == 0.5  # p: the half wins (right); q: 2 wins (wrong)
+
+
+def test_cons_at_k_with_the_real_formats_and_a_prefill():
+    from distill.evaluate.consensus import clusters, equivalence, final_answer, majority
+
+    same = equivalence("math")
+    answers = ["2 × 181", "362", "2 \\times 181", "181 \\cdot 2", "-3 - 3i", "-3.0 - 3.0i", "x \\le 2", "(-\\infty, 2]", None]
+    assert clusters(answers, same) == [[0, 1, 2, 3], [4, 5], [6, 7]]
+    assert majority(["\\dfrac{1}{2}", "$\\frac{1}{2}$", "0.5", "1", "1"], same) == [0, 1, 2]
+    assert majority([None, None], same) == []
+    # unfinished reasoning behind a prefilled `<think>` votes for nothing, whatever its last number
+    assert final_answer("5*8 = 40, and", "math", prefill="<think>\n") is None
+    assert final_answer("5*8 = 40\n</think>\n\\boxed{40}", "math", prefill="<think>\n") == "40"
+    assert final_answer(_closed("**Answer:** C. 有限理性"), "multiple_choice") == "C"
+
+
+def test_cons_at_k_cost_is_bounded():
+    """k = 64 answers that are all different: the equivalence checks stop at the cap, and every answer
+    still lands in exactly one cluster."""
+    from distill.evaluate.consensus import MAX_CHECKS, clusters
+
+    calls = []
+
+    def same(a, b):
+        calls.append((a, b))
+        return False
+
+    found = clusters([str(i) for i in range(64)], same)
+    assert len(calls) == MAX_CHECKS
+    assert sorted(i for c in found for i in c) == list(range(64))
+    assert clusters(["1/2"] * 64, same) == [list(range(64))] and len(calls) == MAX_CHECKS  # one string: no check

@@ -1,4 +1,4 @@
-"""Evaluation: pass@1 averaged over k samples, cons@k (majority vote), per benchmark, with a manifest.
+"""Evaluation: pass@1 averaged over k samples, cons@k (majority vote over equal answers), per benchmark, with a manifest.
 
 Scores the final answer with the same verifier registry as rejection sampling and the RL rewards, but
 never the format: a right answer without a think block is still right, so before/after comparisons
@@ -20,7 +20,6 @@ import json
 import math
 import random
 import time
-from collections import Counter
 from pathlib import Path
 from statistics import NormalDist
 from typing import Callable
@@ -31,11 +30,11 @@ from distill.engines.base import Engine, SamplingParams, has_cuda
 from distill.engines.factory import data_parallel_workers, devices_per_engine
 from distill.config.eval import EvalBenchmark, EvalConfig
 from distill.generation.parallel import generate_traces_parallel
+from distill.evaluate.consensus import equivalence, final_answer, majority
 from distill.generation.sample import SharedEngine, generate_traces
-from distill.core.schema import content_id, format_ok
+from distill.core.schema import PREFILL, content_id, format_ok
 from distill.core.storage import read_table, write_json, write_parquet
 from distill.verify.answers import LETTERS, PROMPT_TEMPLATES, gold_letter, render_prompt
-from distill.verify.extract import extract_final_answer
 from distill.verify.table import verify_table
 
 KIND_VERIFIER = {"math": "math", "multiple_choice": "multiple_choice", "json": "json"}
@@ -75,20 +74,22 @@ def mean_ci(values: list[float], lo: float = -math.inf, hi: float = math.inf) ->
 # --- scoring -------------------------------------------------------------------------------------------------
 
 
-def per_prompt(df: pl.DataFrame) -> pl.DataFrame:
-    """prompt_id, pass_rate (share of correct samples; unverifiable counts as wrong), cons (majority right)."""
-    df = df.with_columns(
-        pl.col("correct").fill_null(False).alias("_ok"),
-        pl.col("completion").map_elements(lambda c: (extract_final_answer(c) or "").strip(), return_dtype=pl.Utf8).alias("_final"),
-    )
+def per_prompt(df: pl.DataFrame, kind: str = "math") -> pl.DataFrame:
+    """prompt_id, pass_rate (share of correct samples; unverifiable counts as wrong), cons (the majority
+    answer is right: answers vote as one when the benchmark's verifier finds them equal, `1/2` with `0.5`;
+    distill.evaluate.consensus), samples. `kind`: the benchmark's verifier."""
+    ok = df.get_column("correct").fill_null(False).to_list()
+    prefills = df.get_column(PREFILL).to_list() if PREFILL in df.columns else [None] * df.height
+    finals = [final_answer(c or "", kind, p) for c, p in zip(df.get_column("completion").to_list(), prefills)]
+    same = equivalence(kind)
+    prompts: dict[str, list[int]] = {}
+    for i, pid in enumerate(df.get_column("prompt_id").to_list()):
+        prompts.setdefault(pid, []).append(i)
     rows = []
-    for (pid,), g in df.group_by("prompt_id", maintain_order=True):
-        votes = Counter(a for a in g["_final"] if a)
-        cons = False
-        if votes:
-            top = votes.most_common(1)[0][0]
-            cons = bool(g.filter(pl.col("_final") == top)["_ok"][0])
-        rows.append({"prompt_id": pid, "pass_rate": float(g["_ok"].mean()), "cons": cons, "samples": g.height})
+    for pid, idx in prompts.items():
+        top = majority([finals[i] for i in idx], same)
+        cons = bool(ok[idx[top[0]]]) if top else False  # the verdict of the winning answer's first sample
+        rows.append({"prompt_id": pid, "pass_rate": sum(ok[i] for i in idx) / len(idx), "cons": cons, "samples": len(idx)})
     return pl.DataFrame(rows, schema={"prompt_id": pl.Utf8, "pass_rate": pl.Float64, "cons": pl.Boolean, "samples": pl.Int64})
 
 
@@ -107,9 +108,10 @@ def pass_at_k_curve(counts: list[tuple[int, int]], k_max: int) -> dict[str, floa
     return {str(k): round(sum(pass_at_k(n, c, k) for n, c in counts) / len(counts), 4) for k in range(1, top + 1)}
 
 
-def score_samples(df: pl.DataFrame, k: int) -> dict:
-    """pass@1 (mean over prompts of the share of correct samples) with its 95% CI, cons@k, format rate."""
-    pp = per_prompt(df)
+def score_samples(df: pl.DataFrame, k: int, kind: str = "math") -> dict:
+    """pass@1 (mean over prompts of the share of correct samples) with its 95% CI, cons@k (majority vote over
+    equal answers under the `kind` verifier), format rate."""
+    pp = per_prompt(df, kind)
     n = pp.height
     mean, ci = mean_ci(pp["pass_rate"].to_list(), 0.0, 1.0)
     return {
@@ -238,9 +240,9 @@ def evaluate_model(
     else:
         stats = generate_traces(prompts, out_dir, **common)
     df = verify_table(read_table(out_dir), verifier=verifier)
-    result = score_samples(df, params.n)
+    result = score_samples(df, params.n, verifier)
     if scores_path is not None:
-        write_parquet(per_prompt(df), scores_path)
+        write_parquet(per_prompt(df, verifier), scores_path)
     result["generation"] = {k: stats[k] for k in ("engine", "completion_tokens", "engine_seconds", "tokens_per_second", "workers") if k in stats}
     return result
 
