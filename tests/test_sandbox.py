@@ -17,6 +17,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -533,3 +534,16 @@ def test_no_delegated_cgroup_is_reported_not_fatal(monkeypatch, tmp_path):
     cg = Cgroup(1 << 28, 8)
     assert not cg.available() and cg.enter_argv(["true"]) == ["true"]
     cg.close()
+
+
+def test_distill_verify_refuses_code_rows_without_bubblewrap(tmp_path):
+    # through the CLI: one line naming the setting, rc 2, nothing written (5639c99 judged the rows in `none`)
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.parquet"
+    tests = json.dumps([{"input": "", "output": "3"}])
+    src.write_text(json.dumps({"id": "a", "completion": _code("print(3)"), "answer": tests, "task": "code"}) + "\n")
+    env = {**os.environ, "PATH": str(tmp_path), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "distill.cli", "verify", "--input", str(src), "--output", str(out), "--verifier", "code"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and f"{SETTING}: weak-unshare or weak-none" in r.stderr
+    assert not out.exists()

@@ -73,8 +73,9 @@ class Limits:
     tmpfs_mb: int = 64  # bwrap only: size of each private tmpfs (/tmp, /dev/shm and the working directory)
 
 
-class SandboxError(RuntimeError):
-    """The sandbox itself could not run (no usable interpreter, a requested isolation is unavailable)."""
+class SandboxError(RuntimeError, ValueError):
+    """The sandbox itself could not run (no usable interpreter, a requested isolation is unavailable). A
+    ValueError too: the configured `verify.code.isolation` cannot be honoured here (the CLI's one-line error)."""
 
 
 def _no_bwrap(errors: list[str]) -> str:
