@@ -112,6 +112,20 @@ def test_dry_run_replaces_only_its_own_previous_output(tmp_path):
     assert (out / PLAN).is_file()
 
 
+def test_a_dry_run_from_before_the_mark_is_replaced_only_in_run_publish(tmp_path):
+    run = fake_run(tmp_path)
+    recipe = recipe_from_dict(RECIPE)
+    publish(run, recipe, dry_run=True)
+    (run / "publish" / MARK).unlink()  # as 5639c99 left it: the plan lists every file
+    publish(run, recipe, dry_run=True)
+    assert (run / "publish" / MARK).is_file()
+    (run / "publish" / MARK).unlink()
+    (run / "publish" / "notes.txt").write_text("mine")  # no longer exactly the plan's files: not replaced
+    with pytest.raises(PublishError, match="not a dry run of"):
+        publish(run, recipe, dry_run=True)
+    assert (run / "publish" / "notes.txt").read_text() == "mine"
+
+
 def test_a_killed_dry_runs_staging_directory_is_cleaned(tmp_path):
     run = fake_run(tmp_path)
     staging = tmp_path / ".out.dry-run.tmp"

@@ -29,13 +29,12 @@ from distill.config.names import hub_repo_id
 from distill.config.recipe import Recipe
 from distill.core.storage import file_sha256, read_json, write_json
 from distill.publish.cards import dataset_card, model_card, source_licences
-from distill.publish.safety import PublishError, check_out, commit_out, model_files
+from distill.publish.safety import PLAN, PublishError, check_out, commit_out, model_files
 
 __all__ = ["PLAN", "PublishError", "publish", "publish_stage", "repo_ids", "revision", "stage", "token_source"]
 
 log = logging.getLogger(__name__)
 
-PLAN = "publish_plan.json"  # beside the repo folders in a dry run; not pushed
 
 
 def token_source() -> str | None:

@@ -4,7 +4,8 @@ A dry run never deletes what it did not write. OUT must be new, empty, or a prev
 run: every dry run leaves `MARK` in OUT, naming the run directory (resolved) and listing every file it
 wrote, and a rerun replaces only those files (any other file in OUT refuses the run). OUT may not contain
 the run directory (`OUT = RUN`, `publish --dry-run . .`) nor lie inside it, except `RUN/publish`, the
-default. Paths are compared with symlinks resolved. The files are staged in `.<OUT>.dry-run.tmp` beside OUT
+default. Paths are compared with symlinks resolved. A dry run from before MARK is recognised only in RUN/publish
+and only when its files are exactly those its publish_plan.json lists. The files are staged in `.<OUT>.dry-run.tmp` beside OUT
 and renamed into place at the end, so a killed dry run leaves OUT as it was (the next one removes the
 staging directory: it holds `MARK` naming this run).
 
@@ -22,6 +23,7 @@ from pathlib import Path
 from distill.core.storage import read_json, write_json
 
 MARK = ".distill-dry-run.json"  # in a dry run's OUT: the run it was made from and the files it wrote
+PLAN = "publish_plan.json"  # beside the repo folders in a dry run; not pushed
 
 
 class PublishError(RuntimeError):
@@ -31,6 +33,17 @@ class PublishError(RuntimeError):
 def _owned_by(d: Path, run: Path) -> dict | None:
     mark = read_json(d / MARK) if (d / MARK).is_file() and not (d / MARK).is_symlink() else None
     return mark if isinstance(mark, dict) and mark.get("run_dir") == str(run) else None
+
+
+def _legacy(d: Path) -> dict | None:
+    """A dry run from before MARK, in its default place RUN/publish: its files are exactly its plan's."""
+    plan = read_json(d / PLAN) if (d / PLAN).is_file() else None
+    try:
+        files = [f"{r['path']}/{f}" for r in plan["repos"] for f in r["files"]] + [PLAN]
+    except (TypeError, KeyError):
+        return None
+    on_disk = {str(p.relative_to(d)) for p in _entries(d)}
+    return {"files": files} if on_disk == set(files) else None
 
 
 def _entries(d: Path) -> list[Path]:
@@ -57,7 +70,7 @@ def check_out(run_dir: Path, out: Path) -> tuple[Path, Path]:
     if dst.exists() and not dst.is_dir():
         raise PublishError(f"refusing a dry run into {out}: it is a file, not a directory")
     if dst.is_dir() and any(dst.iterdir()):
-        mark = _owned_by(dst, run)
+        mark = _owned_by(dst, run) or (_legacy(dst) if dst == run / "publish" else None)
         if mark is None:
             raise PublishError(f"refusing a dry run into {out}: it is not empty and is not a dry run of {run_dir} (no {MARK} naming "
                                "this run); choose a new or empty directory")
