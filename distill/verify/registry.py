@@ -118,12 +118,12 @@ def verify_chunk(fn: Verifier, rows: list[tuple[str, str | None]]) -> list[Verdi
     return [fn(c, r) for c, r in rows]
 
 
-def _call_named(name: str, completion: str, reference: str | None) -> Verdict:
+def call_verifier(name: str, completion: str, reference: str | None) -> Verdict:
     return VERIFIERS[name](completion, reference)  # in a worker: the name pickles where a closure would not
 
 
 # Run once where the workers are forked from, so they start with Math-Verify's lazily built parsers loaded.
-_WARM = (_call_named, ("math", "\\boxed{1}", "1"))
+WARM_UP = (call_verifier, ("math", "\\boxed{1}", "1"))
 
 
 def bounded_verdicts(name: str, completions: Sequence[str], references: Sequence[str | None], workers: int = 1,
@@ -142,7 +142,7 @@ def bounded_verdicts(name: str, completions: Sequence[str], references: Sequence
         else:
             out[i] = Verdict(None, why)
     args = [(name, completions[i], references[i]) for i in sent]
-    results = shared_pool(_WARM).map(_call_named, args, workers, time_s)
+    results = shared_pool(WARM_UP).map(call_verifier, args, workers, time_s)
     for i, res in zip(sent, results):
         out[i] = Verdict(None, res.reason) if isinstance(res, Overrun) else res
     return out  # type: ignore[return-value]
