@@ -94,7 +94,7 @@ def exempt_task_text(text: str, prompt: str, translation: bool) -> str:
 
     def drop(m: re.Match[str]) -> str:
         inner = m.group()[1:-1].strip()
-        return " " if translation or (inner and inner in prompt) else m.group()
+        return " " * len(m.group()) if translation or (inner and inner in prompt) else m.group()  # offsets kept
 
     return _QUOTED.sub(drop, text)
 

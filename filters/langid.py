@@ -37,6 +37,9 @@ MIN_LETTERS = 12
 # fastText is sure of English, French, Vietnamese... (p > 0.9 on one sentence) but spreads Swahili over
 # several labels (p 0.1-0.5): below this probability its answer is not taken as a decision.
 CONFIDENT = 0.5
+# fastText reads at most this many characters of a text (its cost grows with length; a paragraph's
+# language shows in its first sentences).
+MAX_CHARS = 600
 
 
 def model_path() -> Path:
@@ -58,7 +61,7 @@ def _fasttext_model():
 
 def fasttext_code(clean: str) -> tuple[str | None, float]:
     """(language code, probability) from lid.176.ftz for text already stripped of code and math."""
-    text = " ".join(clean.split())
+    text = " ".join(clean[:MAX_CHARS].split())
     if not text:
         return None, 0.0
     with _LOCK:

@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from distill.config.curate import CurateConfig
-from distill.core.schema import THINK_CLOSE, THINK_OPEN, split_think
+from distill.core.schema import THINK_CLOSE, THINK_OPEN
 from filters.exemptions import QUOTE_CHARS, exempt_task_text, is_translation_prompt, requested_language, requested_languages
 from filters.langid import CONFIDENT, fasttext_code, identify, langdetect_code, script_language
 from filters.language_spans import paragraph_spans, script_spans, shared_script
@@ -116,11 +116,16 @@ def prompt_target(prompt: str, rule: str = "instruction", backend: str = "fastte
     whole = identify(prompt, backend)  # type: ignore[arg-type]
     if rule != "instruction":
         return whole, "prompt"
-    # lines long enough to identify (an option "A. 18%" or "Answer:" says nothing), by script or fastText alone
-    langs = [_line_language(line) for line in (prompt or "").splitlines() if len(line) >= PROMPT_LINE_CHARS]
-    langs = [lang for lang in langs if lang != UNKNOWN]
-    if len(set(langs)) > 1:
-        return langs[0], "instruction"
+    # lines long enough to identify (an option "A. 18%" or "Answer:" says nothing): the first is the
+    # instruction (identified in full: fastText, langdetect where fastText is unsure); the others by
+    # script or a confident fastText only, enough to see that the prompt mixes languages
+    lines = [line for line in (prompt or "").splitlines() if len(line.strip()) >= PROMPT_LINE_CHARS]
+    if not lines:
+        return whole, "prompt"
+    first = identify(lines[0], backend)  # type: ignore[arg-type]
+    others = {_line_language(line) for line in lines[1:]} - {UNKNOWN}
+    if first != UNKNOWN and (others - {first} or (whole not in (first, UNKNOWN))):
+        return first, "instruction"
     return whole, "prompt"
 
 
@@ -157,15 +162,6 @@ def _latin_gate(completions: pl.Series, targets: list[str]) -> np.ndarray:
     return gate
 
 
-def _measured_part(text: str, translation: bool) -> str:
-    """For a translation task the answer is in the requested language by design: only the reasoning
-    is measured (when there is a think block)."""
-    if not translation:
-        return text
-    split = split_think(text)
-    return split.reasoning if split.has_think and split.reasoning else text
-
-
 def _reasoning_part(text: str) -> tuple[int, str]:
     """(offset, text) of the chain of thought: the think block's content, else the whole text."""
     close = text.find(THINK_CLOSE)
@@ -187,26 +183,28 @@ def language_columns(
     tasks: dict[str, tuple[bool, frozenset[str]]] = {}  # prompt -> (translation task, languages asked for)
     shares, switches, n_spans, first_span = [], [], [], []
     for text, target, prompt, gated in zip(completions, targets, prompts, gate):
-        share, sw = language_scores(text, target)
+        # the chain of thought is measured (a final answer may quote, or answer in, the question's
+        # language); without a closed think block, the whole text. Offsets stay the completion's.
+        start, cot = _reasoning_part(text)
+        share, sw = language_scores(cot, target)
         allowed: frozenset[str] = frozenset()
-        measured = text
+        measured = cot
         if prompt:
             task = tasks.get(prompt)
             if task is None:
                 task = tasks[prompt] = (is_translation_prompt(prompt), requested_languages(prompt))
             translation, allowed = task
-            if (share < 1.0 or sw or gated) and (translation or any(q in text for q in QUOTE_CHARS)):
-                measured = exempt_task_text(_measured_part(text, translation), prompt, translation)
+            if (share < 1.0 or sw or gated) and (translation or any(q in cot for q in QUOTE_CHARS)):
+                measured = exempt_task_text(cot, prompt, translation)
                 share, sw = language_scores(measured, target, allowed=allowed)
         if gated:
             lshare, lsw = latin_language_scores(measured, target, allowed)
             share, sw = share * lshare, sw + lsw
-        # spans are looked for in the chain of thought only (a final answer may quote or answer in the
-        # question's language); offsets stay those of the completion
-        start, reasoning = _reasoning_part(measured)
-        spans = script_spans(reasoning, target, prompt, allowed)
-        if shared_script(target):
-            pspans, foreign, total, psw = paragraph_spans(reasoning, target, allowed)
+        spans = script_spans(measured, target, prompt, allowed)
+        # English reasoning is checked paragraph by paragraph only when it shows other languages' function
+        # words (the gate); any other target of a shared script always (English reasoning on a Swahili prompt)
+        if shared_script(target) and (target != "en" or gated):
+            pspans, foreign, total, psw = paragraph_spans(measured, target, allowed)
             if total:
                 share *= 1.0 - foreign / total
             sw += psw
@@ -215,7 +213,7 @@ def language_columns(
         shares.append(share)
         switches.append(sw)
         n_spans.append(len(spans))
-        first_span.append(list(spans[0]) if spans and measured is text else None)  # offsets into the completion
+        first_span.append(list(spans[0]) if spans else None)  # offsets into the completion (exemptions keep lengths)
     return {
         "target_language": pl.Series(targets, dtype=pl.Utf8),
         "target_language_from": pl.Series(how, dtype=pl.Utf8),

@@ -7,7 +7,7 @@ copied from the prompt is the prompt's, not a switch of language):
   seems间接的", "economic结构调整"). A run counts when it is language rather than a symbol or a name:
   >= MIN_UNSPACED Han/kana/Thai characters, or >= MIN_UNSPACED_GLUED written against a Latin letter
   with no space (a slip: "those发达 countries"; a name stands apart: "in 北京"),
-  >= 2 words and 6 letters of another spaced script, and, inside a text whose target is not written in
+  >= MIN_SPACED_WORDS words of another spaced script, and, inside a text whose target is not written in
   Latin letters, >= MIN_LATIN_WORDS Latin words in a row (fewer are technical terms: "Python", "API").
 - `paragraph_spans`: for a target written in a script other languages share (Latin, Cyrillic), each
   paragraph's language by fastText (filters/langid.py): a paragraph fastText places in another language
@@ -31,9 +31,13 @@ MIN_UNSPACED = 4
 # A shorter run of an unspaced script counts when it is glued to a Latin letter: a model that slips
 # into Chinese mid-sentence writes "those发达 countries", "seems间接的"; a name is set apart ("in 北京").
 MIN_UNSPACED_GLUED = 2
-MIN_SPACED_WORDS, MIN_SPACED_LETTERS = 2, 6
+# One or two words of another spaced script are a term or a name ("a মৌলিক (basic) vowel"); three
+# make a phrase in that language.
+MIN_SPACED_WORDS, MIN_SPACED_LETTERS = 3, 9
 MIN_LATIN_WORDS, MIN_LATIN_LETTERS = 4, 16
 MIN_PARAGRAPH_LETTERS = 60
+# Counting stops here: a trace in the wrong language has a span in every sentence.
+MAX_SPANS = 50
 # Scripts never counted as foreign language: Greek letters are mathematics.
 NOT_LANGUAGE = frozenset({"Greek"})
 # Languages fastText confuses with each other and which a reader would not call a switch.
@@ -58,15 +62,16 @@ def mask(text: str) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _runs(target: frozenset[str]) -> tuple[tuple[str, re.Pattern[str]], ...]:
-    """(script, run pattern) for every foreign script: letters of it, words joined by spaces/hyphens."""
-    out = []
+def _runs(target: frozenset[str]) -> re.Pattern[str] | None:
+    """One pattern with a named group per foreign script: a run of its letters, words joined by
+    spaces/apostrophes/hyphens for spaced scripts."""
+    parts = []
     for script, ranges in SCRIPT_RANGES.items():
         if script in target or script in NOT_LANGUAGE:
             continue
         joiner = "" if script in UNSPACED_SCRIPTS else r"(?:[ \t'’\-]+[" + ranges + "]+)*"
-        out.append((script, re.compile(f"[{ranges}]+{joiner}")))
-    return tuple(out)
+        parts.append(f"(?P<{script}>[{ranges}]+{joiner})")
+    return re.compile("|".join(parts)) if parts else None
 
 
 def _substantial(script: str, run: str, latin_target: bool, glued: bool = False) -> bool:
@@ -100,14 +105,17 @@ def script_spans(text: str, lang: object, prompt: str = "", allowed: Iterable[st
     prompt_words = frozenset(_WORD.findall(prompt))
     latin_target = "Latin" in target
     spans = []
-    for script, rx in _runs(target):
-        if script == "Latin" or not masked.isascii():
-            for m in rx.finditer(masked):
-                run = m.group()
-                a, b = m.start(), m.end()
-                glued = bool(_LATIN_LETTER.match(masked[a - 1 : a]) if a else False) or bool(_LATIN_LETTER.match(masked[b : b + 1]))
-                if _substantial(script, run, latin_target, glued) and not _from_prompt(run, prompt, prompt_words):
-                    spans.append((m.start(), m.end()))
+    rx = _runs(target)
+    if rx is None:
+        return spans
+    for m in rx.finditer(masked):
+        script, run = m.lastgroup or "", m.group()
+        a, b = m.start(), m.end()
+        glued = bool(a and _LATIN_LETTER.match(masked[a - 1])) or bool(b < len(masked) and _LATIN_LETTER.match(masked[b]))
+        if _substantial(script, run, latin_target, glued) and not _from_prompt(run, prompt, prompt_words):
+            spans.append((a, b))
+            if len(spans) >= MAX_SPANS:
+                break
     return sorted(spans)
 
 
