@@ -213,6 +213,8 @@ def test_a_text_gold_is_not_matched_by_the_last_number_of_a_sentence():
         ("Final Answer: B. Standard deviation\n\nOn reflection the mean is the odd one out.\n\nThe correct answer is \\boxed{A}.", "A"),
         # musing about another letter before the final statement
         ("If the question had a typo the answer is B, but A fits.\n\nThe correct answer is **A: the poem**.", "A"),
+        ("**সঠিক উত্তর:** [B]", "B"),
+        ("...so the proton keeps its path without acceleration. Answer: **C**.", "C"),
         ("The answer is I think B, or maybe not.", None),  # "I" is a pronoun here
         ("Answer: A bit more work is needed.", None),
     ],

@@ -40,7 +40,7 @@ _ANSWER_WORD = (r"(?:final\s+|correct\s+)?(?:answer|option|réponse|respuesta|re
 # A line `Answer: X` (simple-evals), in any of those languages, bold or not, the letter alone or followed by its
 # option text ("Answer: B. 同理心", "**উত্তর:** C", "**Answer:** D (Ellipse)"); "Answer: A bit more..." is not.
 _ANSWER_LINE = re.compile(
-    rf"^[\s*#>]*(?:{_ANSWER_WORD})\s*\**\s*[:：][\s*]*(?:(?:option|বিকল্প|অপশন)\s+)?\$?\(?([A-Z])\)?\$?"
+    rf"^[\s*#>]*(?:{_ANSWER_WORD})\s*\**\s*[:：][\s*]*(?:(?:option|বিকল্প|অপশন)\s+)?\$?[(\[]?([A-Z])[)\]]?\$?"
     r"(?=$|[\s*]*$|[.):,*\]]|\s+\()",
     re.IGNORECASE | re.MULTILINE,
 )
@@ -51,6 +51,7 @@ _LOOSE = [
     re.compile(rf"(?:{_ANSWER_WORD})\s*\**\s*(?:is|est|es|ist|হলো|হল|是|は)\s*[:：]?\s*[*\"'(\[$]*\s*(?:option\s+|choice\s+)?"
                r"[*(\[$]*\\?(?:boxed\{|text\{)?((?-i:[A-Z]))(?![^\W\d_])(?!(?<=I)\s+(?-i:[a-z]))", re.IGNORECASE),  # not "I think"
     re.compile(r"[*(]*((?-i:[A-Z]))[*)]*\s+(?:is\s+)?the\s+(?:correct|right|best)\s+(?:answer|option|choice)\b", re.IGNORECASE),
+    re.compile(r"\banswer\s*[:：]\s*\**\s*\(?((?-i:[A-Z]))\)?\**(?=[\s.,;)]|$)(?!\s+(?-i:[a-z]))", re.IGNORECASE),  # "... Answer: **C**."
     re.compile(r"সঠিক\s+উত্তর(?:টি)?\s*[:：]?[\s*]*((?-i:[A-Z]))(?![^\W\d_])"),
     re.compile(r"\bcorresponds?\s+to\s+(?:option\s+|choice\s+)?[*(]*((?-i:[A-Z]))(?![^\W\d_])", re.IGNORECASE),
 ]
