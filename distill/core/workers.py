@@ -5,8 +5,9 @@ workers running, ~230 MB each, because each holds both ends of the pool's queues
     ProcessPoolExecutor(n, mp_context=get_context("spawn"), initializer=fn, initargs=args)
 
 or call `die_with_parent(parent_pid)` first thing in your own initializer. On Linux the kernel sends the worker
-SIGKILL when its parent goes (prctl PR_SET_PDEATHSIG); a daemon thread also polls the parent's pid, so the
-worker leaves within `POLL_SECONDS` where prctl is missing. Note PR_SET_PDEATHSIG fires when the *thread*
+SIGKILL when its parent goes (prctl PR_SET_PDEATHSIG; with the forkserver start method the parent is the
+fork server, which ends with the pool's owner); a daemon thread also checks every `POLL_SECONDS` that the
+owner is alive, so the worker leaves within that time where prctl is missing. Note PR_SET_PDEATHSIG fires when the *thread*
 that started the worker ends: create pools from a thread that outlives them (ProcessPoolExecutor and
 multiprocessing.Pool start workers from the thread that submits or from their own long-lived threads).
 """
@@ -24,10 +25,20 @@ PR_SET_PDEATHSIG = 1
 POLL_SECONDS = 1.0
 
 
-def _watch(parent_pid: int) -> None:
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, someone else's (cannot be: it is our parent), so alive
+        return True
+    return True
+
+
+def _watch(parent_pid: int, direct: int) -> None:
     while True:
         time.sleep(POLL_SECONDS)
-        if os.getppid() != parent_pid:
+        if os.getppid() != direct or not _alive(parent_pid):
             os._exit(1)  # the parent is gone: no clean-up is owed to anyone
 
 
@@ -38,9 +49,10 @@ def die_with_parent(parent_pid: int) -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: the watch thread alone
         pass
-    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+    direct = os.getppid()  # `parent_pid` itself, or a fork server it started (which dies with it)
+    if direct == 1 or not _alive(parent_pid):  # the parent died before the signal was armed
         os._exit(1)
-    threading.Thread(target=_watch, args=(parent_pid,), name="die-with-parent", daemon=True).start()
+    threading.Thread(target=_watch, args=(parent_pid, direct), name="die-with-parent", daemon=True).start()
 
 
 def _tied(parent_pid: int, init: Callable[..., Any] | None, initargs: tuple) -> None:
