@@ -15,13 +15,15 @@ caps the whole sandbox's memory (tmpfs and shared memory included) and tasks. Is
   dies with its parent. When bwrap is not usable, the sandbox refuses to run (SandboxError naming
   `verify.code.isolation`) instead of silently running weaker.
 - `weak-unshare` (opt-in; util-linux unshare): new network (IP only: path unix sockets of the host stay
-  reachable), pid, ipc and uts namespaces, plus the Landlock fence below.
-- `weak-none` (opt-in): the Landlock fence and the limits only; the host's network, and its processes by pid.
+  reachable), pid, mount, ipc and uts namespaces; size-capped tmpfs on the working directory and /dev/shm;
+  the Landlock fence and seccomp filter below.
+- `weak-none` (opt-in): the Landlock fence, the seccomp filter and the limits only; the working directory is
+  on the host's disk (each file under RLIMIT_FSIZE, their number unbounded), no /dev/shm, the host's network.
 
-The Landlock fence (kernel 5.13+, required by both weak modes): only the system directories are readable and
-only the run's own directory is writable, so a solution can neither read the answer key nor write another
-row's program; where the kernel's ABI has them, TCP, signals and abstract unix sockets outside the run are
-refused too. `Sandbox.protections()` reports what holds and `describe()` what is missing (the verify stage
+The Landlock fence (kernel 5.13+, required by both weak modes): only the system directories and the run's
+program are readable and only its working directory is writable, so a solution can neither read the answer
+key nor write another row's program; where the kernel's ABI has them, TCP, signals and abstract unix sockets
+outside the run are refused too. Both weak modes load the same seccomp filter from the launcher. `Sandbox.protections()` reports what holds and `describe()` what is missing (the verify stage
 records it). When the caller is root, the program runs as `nobody` (uid 65534): RLIMIT_NPROC does not apply
 to root (if `nobody` cannot run any interpreter, e.g. Python lives only under /root, it runs as root instead
 and the process limit is reported missing). RLIMIT_NPROC counts a user's processes: inside a fresh user
@@ -212,7 +214,8 @@ class Sandbox:
             "private_directory": True,  # no other row can write it (a tmpfs of its own, or Landlock)
             "host_files_hidden": True,  # the run directory and verify input (the answer key) are unreadable
             "readonly_filesystem": True,  # only its own directory (and bwrap's capped /tmp, /dev/shm) is writable
-            "capped_writable_mounts": bw,  # weak modes write to the host's disk (each file under RLIMIT_FSIZE)
+            # weak-none writes to the host's disk (each file under RLIMIT_FSIZE); unshare mounts capped tmpfs
+            "capped_writable_mounts": ns,
             "no_network": bw,  # unshare's network namespace leaves the host's path unix sockets reachable
             "no_ip_network": ns,
             "pid_isolation": ns,  # cannot see or signal host processes, nor read their /proc/<pid>/environ
@@ -264,8 +267,10 @@ class Sandbox:
             stack.callback(shutil.rmtree, host, ignore_errors=True)
             in_box = mode == "bwrap"
             code_dir = _BOX_CODE if in_box else host
-            work_dir = _BOX_WORK if in_box else host
-            tmp_dir = "/tmp" if in_box else host
+            work_dir = _BOX_WORK if in_box else os.path.join(host, "work")  # weak modes: writable, the rest read-only
+            tmp_dir = "/tmp" if in_box else work_dir
+            if not in_box:
+                os.mkdir(work_dir, 0o700)
             with open(os.path.join(host, "launch.py"), "w") as f:
                 f.write(LAUNCHER)
             if source is not None:
@@ -276,6 +281,7 @@ class Sandbox:
             with open(stdin_path, "w", encoding="utf-8") as f:
                 f.write(stdin)
             os.chmod(host, 0o700)
+            shm = ["/dev/shm"] if mode == "unshare" and os.path.isdir("/dev/shm") else []
             if self.dropping_uid:
                 for p in (host, *(os.path.join(host, n) for n in os.listdir(host))):
                     os.chown(p, self.uid, self.uid)
@@ -292,7 +298,10 @@ class Sandbox:
                 "nproc": lim.nproc if self.uid != 0 else None,
                 "nproc_per_namespace": self._user_namespace(mode),
                 # weak modes: only the system paths and this run's directory are reachable (Landlock)
-                "landlock": None if in_box else landlock_rules(system_paths(python), host),
+                "landlock": None if in_box else landlock_rules(system_paths(python), host, [work_dir, *shm]),
+                # weak-unshare: its mount namespace gets size-capped tmpfs on the working directory and /dev/shm
+                "tmpfs": [[p, lim.tmpfs_mb << 20] for p in [work_dir, *shm]] if mode == "unshare" else [],
+                "cwd": None if in_box else work_dir,
                 "undumpable": True,
             }
             bpf = seccomp_filter()

@@ -8,7 +8,7 @@
   (no libseccomp binding is installed): x86_64 and aarch64; other architectures get None (reported missing).
   A foreign-architecture syscall (x32, i386 on x86_64) kills the process.
 - `landlock_rules()`: the Landlock rules the launcher applies in the weak isolation modes (only the system
-  directories readable, only the run's own directory writable; see sandbox_run.LAUNCHER).
+  directories and the run's program readable, only its working directory writable; see sandbox_run.LAUNCHER).
 - `Cgroup`: a per-run memory + pids cgroup when this machine delegates one (cgroup v1 hierarchies we may
   write, or a cgroup v2 subtree with both controllers enabled); the sandbox's total memory (tmpfs and shared
   memory included) and task count are then capped as a whole.
@@ -73,12 +73,12 @@ def seccomp_filter(machine: str | None = None) -> bytes | None:
     return b"".join(prog)
 
 
-def landlock_rules(readable: list[str], private_dir: str) -> list[list[str]]:
-    """[path, access] pairs for the launcher: system paths readable, the run's own directory read-write, the
-    harmless devices usable; nothing else on the filesystem is reachable."""
-    rules = [[p, "read"] for p in readable]
+def landlock_rules(readable: list[str], code_dir: str, writable: list[str]) -> list[list[str]]:
+    """[path, access] pairs for the launcher: system paths and the run's own program readable, its working
+    directory (and private /dev/shm) read-write, the harmless devices usable; nothing else is reachable."""
+    rules = [[p, "read"] for p in [*readable, code_dir]]
     rules += [["/dev/null", "dev"], ["/dev/zero", "read"], ["/dev/urandom", "read"], ["/dev/random", "read"]]
-    return rules + [[private_dir, "rw"]]
+    return rules + [[p, "rw"] for p in writable]
 
 
 class Cgroup:

@@ -95,6 +95,15 @@ def landlock(rules):
         fail("landlock_restrict_self: errno %d" % ctypes.get_errno())
     os.close(ruleset)
 
+if cfg.get("tmpfs"):
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    for path, size in cfg["tmpfs"]:
+        opts = "size=%d,mode=%s" % (size, "1777" if path == "/dev/shm" else "700")
+        if libc.mount(b"tmpfs", path.encode(), b"tmpfs", 2 | 4, opts.encode()) != 0:  # MS_NOSUID | MS_NODEV
+            fail("tmpfs on %s: errno %d" % (path, ctypes.get_errno()))
+if cfg.get("cwd"):
+    os.chdir(cfg["cwd"])  # after the mounts: the tmpfs, not the directory under it
 if cfg.get("landlock"):
     landlock(cfg["landlock"])
 if cfg.get("undumpable"):
