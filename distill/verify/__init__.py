@@ -6,7 +6,8 @@ caller imports (Python runs this file first). Submodules never import this packa
 
     registry  Verdict, register, get_verifier, names, verifier_for_task, map_verdicts (a leaf)
     extract   the final answer of a completion          math     the `math` verifier (Math-Verify)
-    code      the `code` verifier (sandbox, sandbox_run) judge    `judge` and `math+judge` (an LLM judge)
+    code      the `code` verifier (sandbox, sandbox_run,  judge    `judge` and `math+judge` (an LLM judge)
+              sandbox_guard: seccomp, Landlock, cgroup)
     answers   `multiple_choice` and `json`              table    verify_table / verify_file / verify_with_config
 """
 
