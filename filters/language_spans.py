@@ -1,7 +1,8 @@
 """Language spans inside a trace: where it leaves its target language, as character offsets.
 
 Two kinds of span, both exempting what the prompt itself says (a quoted Bangla term, an option, a name
-copied from the prompt is the prompt's, not a switch of language):
+copied from the prompt is the prompt's, not a switch of language; compared in NFC), and a run wholly
+inside quotation marks (a title or a term mentioned, not used):
 
 - `script_spans`: runs of letters of a script the target language is not written in ("But that
   seems间接的", "economic结构调整"). A run counts when it is language rather than a symbol or a name:
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Iterable
 
 from filters.langid import CONFIDENT, fasttext_code
@@ -84,11 +86,32 @@ def _substantial(script: str, run: str, latin_target: bool, glued: bool = False)
     return len(words) >= MIN_SPACED_WORDS and letters >= MIN_SPACED_LETTERS
 
 
-def _from_prompt(run: str, prompt: str, prompt_words: frozenset[str]) -> bool:
+@functools.lru_cache(maxsize=4096)
+def _prompt_view(prompt: str) -> tuple[str, frozenset[str]]:
+    """The prompt in NFC (models write "য়" precomposed where a prompt has "য" + nukta) and its words."""
+    nfc = unicodedata.normalize("NFC", prompt)
+    return nfc, frozenset(_WORD.findall(nfc))
+
+
+def _from_prompt(run: str, prompt: str) -> bool:
     """The run is the prompt's own words: the whole run, or every word of it, occurs in the prompt."""
-    if run in prompt:
+    nfc, words = _prompt_view(prompt)
+    run = unicodedata.normalize("NFC", run)
+    if run in nfc:
         return True
-    return all(w in prompt_words or w in prompt for w in _WORD.findall(run))
+    return all(w in words or w in nfc for w in _WORD.findall(run))
+
+
+_OPENING_QUOTES = "\"'“„«「『‘"
+_CLOSING_QUOTES = "\"'”“»」』’"
+
+
+def _quoted(masked: str, a: int, b: int) -> bool:
+    """The run is a quotation: a quote mark opens right before it and one closes right after it (a
+    title, a term or a name mentioned rather than used: "the novel "জোছনা ও জননীর গল্প"")."""
+    before = masked[max(0, a - 2) : a].rstrip()
+    after = masked[b : b + 2].lstrip()
+    return bool(before) and before[-1] in _OPENING_QUOTES and bool(after) and after[0] in _CLOSING_QUOTES
 
 
 def script_spans(text: str, lang: object, prompt: str = "", allowed: Iterable[str] = ()) -> list[tuple[int, int]]:
@@ -102,7 +125,6 @@ def script_spans(text: str, lang: object, prompt: str = "", allowed: Iterable[st
         return []
     masked = mask(text)
     prompt = prompt or ""
-    prompt_words = frozenset(_WORD.findall(prompt))
     latin_target = "Latin" in target
     spans = []
     rx = _runs(target)
@@ -112,7 +134,7 @@ def script_spans(text: str, lang: object, prompt: str = "", allowed: Iterable[st
         script, run = m.lastgroup or "", m.group()
         a, b = m.start(), m.end()
         glued = bool(a and _LATIN_LETTER.match(masked[a - 1])) or bool(b < len(masked) and _LATIN_LETTER.match(masked[b]))
-        if _substantial(script, run, latin_target, glued) and not _from_prompt(run, prompt, prompt_words):
+        if _substantial(script, run, latin_target, glued) and not _quoted(masked, a, b) and not _from_prompt(run, prompt):
             spans.append((a, b))
             if len(spans) >= MAX_SPANS:
                 break

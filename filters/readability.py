@@ -83,6 +83,11 @@ _FINISHED_END = re.compile(r"""[.!?。！？।؟…)\]}"'”’*`$|>」』）�
 _DANGLING_END = re.compile(r"[=+×÷/^<,;:(\[{&]\s*$|\\(?:rightarrow|to|cdot|times|quad)\s*$")
 _LIST_OR_TABLE = re.compile(r"^\s*(?:[-*+•]\s|\d+[.)]\s|[A-Za-z][.)]\s|\||#)")
 _LETTER_END = re.compile(r"\w\s*$")
+# A last line that states the answer ("**Answer:** A. <the option's text>") is finished whatever its end.
+_ANSWER_LABEL = re.compile(
+    r"^\W*(?:final answer|the answer is|answer|jibu|réponse|antwort|respuesta|resposta|ответ|答案|答え|উত্তর|సమాధానం|คำตอบ)\b",
+    re.I,
+)
 # A final line of at most this many words is a label, an answer or a heading ("Answer: B", "Paris").
 SHORT_LINE_WORDS = 4
 # Unclosed LaTeX: \begin{...} without its \end, or \[ / $$ left open.
@@ -110,7 +115,7 @@ def unfinished_span(text: str | None) -> tuple[int, int] | None:
         return span
     if _DANGLING_END.search(last):
         return span
-    if _FINISHED_END.search(last) or _LIST_OR_TABLE.match(last) or "\\boxed" in last:
+    if _FINISHED_END.search(last) or _LIST_OR_TABLE.match(last) or "\\boxed" in last or _ANSWER_LABEL.match(last):
         return None
     words = last.split()
     if len(words) <= SHORT_LINE_WORDS or re.fullmatch(r"\W*[A-Z]\W*", words[-1]):
@@ -118,16 +123,29 @@ def unfinished_span(text: str | None) -> tuple[int, int] | None:
     return span if _LETTER_END.search(last) else None
 
 
+def _ends_with_answer(text: str) -> bool:
+    """The last lines give a final answer: a `\\boxed{}` or an answer label in the last ANSWER_TAIL chars."""
+    tail = text.rstrip()[-ANSWER_TAIL:]
+    return "\\boxed" in tail or any(_ANSWER_LABEL.match(line) for line in tail.splitlines())
+
+
+ANSWER_TAIL = 400
+
+
 def truncation(finish_reason: str | None, completion: str | None) -> tuple[bool, tuple[int, int] | None]:
     """(truncated, the span that shows it). Truncated: generation hit the token limit (finish_reason
-    "length"), a `<think>` was opened and never closed, or the output stops mid-sentence
+    "length"), a `<think>` was opened and never closed (unless the output ends on a finished final
+    answer: that is a missing `</think>`, bad_think_format's), or the output stops mid-sentence
     (`unfinished_span`): the final answer, or the reasoning when no final answer follows it."""
     text = completion or ""
     if finish_reason is not None and str(finish_reason).strip().lower() == "length":
         return True, (max(0, len(text.rstrip()) - 200), len(text.rstrip()))
     close = text.rfind(THINK_CLOSE)
     if text.rfind(THINK_OPEN) > close:
-        return True, unfinished_span(text) or (max(0, len(text.rstrip()) - 200), len(text.rstrip()))
+        span = unfinished_span(text)
+        if span is None and _ends_with_answer(text):
+            return False, None  # the think block never closed but the output ends on its answer: a format defect
+        return True, span or (max(0, len(text.rstrip()) - 200), len(text.rstrip()))
     if close >= 0:
         final = text[close + len(THINK_CLOSE) :]
         if not final.strip():  # no answer: the reasoning must have finished (empty_answer is a format defect)
