@@ -217,10 +217,12 @@ def extract_final_answer(completion: str) -> str | None:
 
     Reads the text after `</think>` when there is a closed think block, only an explicit final answer when
     the think block never closed, else the whole completion (this scores the answer, not the format;
-    curation checks the format), and inside it the last non-empty
-    `<answer>...</answer>` block when there is one (the R1-Zero template). Prefers the last `\\boxed{}`/`\\fbox{}`
-    (unless a later "the final answer is X" follows it), then the last "answer is X" / "Answer: X", then the
-    last math span ($...$, \\(...\\), \\[...\\]), then the last number.
+    curation checks the format), and inside it the last non-empty `<answer>...</answer>` block when there is
+    one (the R1-Zero template; its whole content is the answer unless it holds a box or an "answer is").
+    Prefers the last `\\boxed{}`/`\\fbox{}` (unless a later "the final answer is X" follows it), then the last
+    "answer is X" / "Answer: X" (also "La réponse est X", "答案是 X", "Ответ: X"...), then a final text that is
+    a bare answer (one short line of math: "2 × 181", "-1, 1"), then the last math span ($...$, \\(...\\),
+    \\[...\\]), then the last number.
     """
     found = locate_final_answer(completion)[1]
     return found.answer if found else None

@@ -1,6 +1,9 @@
 """The `math` verifier: the final answer (distill.verify.extract) compared with the reference by Math-Verify.
 
-Math-Verify checks sympy equivalence: 1/2 == 0.5, intervals, sets, tuples, percentages... Its own timeouts use
+Math-Verify checks sympy equivalence: 1/2 == 0.5, intervals, sets, tuples, percentages... The answer formats
+it misreads (an answer identical to the reference, Unicode products, scientific notation, times, decimals
+rounded as asked, `\\text{}` answers) are decided first by distill.verify.formats; reasoning that never closed
+without a final answer is `unfinished_reasoning`, never correct (distill.verify.extract). Math-Verify's timeouts use
 signal.alarm, which raises outside the main thread (Prefect runs tasks in worker threads), so they are
 switched off here; the work is bounded instead by capping the text handed to the parser and by refusing
 values whose exact evaluation would never finish (`9^{9^{9}}`).
