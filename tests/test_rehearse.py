@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from distill.config.recipe import load_recipe, recipe_from_dict
 from distill.rehearse.recipe import PROCESSES, Rewriter
@@ -74,10 +73,9 @@ def test_rewrite_rehearses_qlora_as_lora_and_grpo_rollouts_without_vllm():
 def test_shrinking_keeps_the_architecture_and_the_tokenizer(tmp_path):
     from transformers import AutoConfig, AutoTokenizer
 
-    from distill.check.models import load_model_info
     from distill.rehearse.models import build_tiny, shrunk_config
 
-    r1 = load_model_info("deepseek-ai/DeepSeek-R1", TOKENIZERS).config
+    r1 = AutoConfig.from_pretrained(TOKENIZERS / "deepseek-ai--DeepSeek-R1")
     tiny = shrunk_config(r1)
     assert type(tiny) is type(r1) and tiny.vocab_size == r1.vocab_size == 129280
     assert tiny.n_routed_experts == 4 and tiny.first_k_dense_replace < tiny.num_hidden_layers  # a MoE layer is left
@@ -94,12 +92,6 @@ def test_shrinking_keeps_the_architecture_and_the_tokenizer(tmp_path):
     assert tok.encode(text) == real_tok.encode(text) and tok.chat_template == real_tok.chat_template
     assert tok.eos_token == real_tok.eos_token == "<|endoftext|>" and info["class"] == "Qwen2ForCausalLM"
     assert build_tiny("Qwen/Qwen2.5-Math-1.5B", tmp_path, TOKENIZERS)[1]["stamp"] == info["stamp"]  # reused
-
-    # a folder without a usable tokenizer: the base model's, with the folder's own template (noted)
-    _, info = build_tiny("deepseek-ai/DeepSeek-R1-Distill-Llama-8B", tmp_path, TOKENIZERS)
-    tok = AutoTokenizer.from_pretrained(tmp_path / "deepseek-ai--DeepSeek-R1-Distill-Llama-8B")
-    assert len(tok) == 128256 and "<think>" in tok.apply_chat_template([{"role": "user", "content": "q"}], tokenize=False, add_generation_prompt=True)
-    assert any("Llama-3.1-8B's tokenizer" in n for n in info["notes"])
 
 
 # --- slow: every shipped recipe --------------------------------------------------------------------------------------
@@ -132,8 +124,6 @@ def test_every_shipped_recipe_rehearses(recipe, tmp_path):
         assert stages["teacher"].get("processes") == PROCESSES
     sample_engine = stages["sample"]["engine"].split()[0]
     assert sample_engine == ("vllm" if recipe.stem in VLLM_RECIPES else "transformers")
-    if "<think>" in (yaml.safe_dump(shipped.model_dump(mode="json")) if shipped.teacher.enabled else "") or not shipped.teacher.enabled:
-        pass
     md = (out / "rehearsal.md").read_text()
     assert "## Substituted or shrunk, and why" in md and "| sample |" in md
     assert (out / "run" / "publish").is_dir()
