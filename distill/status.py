@@ -154,11 +154,11 @@ def stage_status(recipe: Recipe, run_dir: str | Path) -> list[dict]:
             row["state"] = "not started"
         if row["state"].startswith("running") or row["state"] == "crashed":
             files, got = _partial_rows(stage_dir)
-            row |= {"rows_out": got, "partial_files": files}
-            if started.get("started_at"):
-                last = max((p.stat().st_mtime for p in stage_dir.iterdir()), default=started["started_at"])
+            row |= {"rows_out": got, "partial_files": files} if files else {"rows_out": None}
+            if started.get("started_at"):  # a crashed stage: until the last file it wrote (a checkpoint, a shard)
+                last = max((p.stat().st_mtime for p in stage_dir.rglob("*")), default=started["started_at"])
                 end = time.time() if row["state"].startswith("running") else last
-                row["seconds"] = round(end - started["started_at"], 1)
+                row["seconds"] = round(max(0.0, end - started["started_at"]), 1)
         if st.name == "sample" and (stage_dir.is_dir() and any(stage_dir.glob(f"{LEDGER_PREFIX}*"))):
             acct = accounting(stage_dir, gpus=(m or {}).get("generation", {}).get("gpus", gpus["sample"]) or gpus["sample"],
                               cost=recipe.sampling.cost, samples=0)
