@@ -21,6 +21,11 @@ for _ in range(3):
 logging.getLogger("prefect.flow_runs").info("Finished in state Completed()")
 logging.getLogger("prefect.flow_runs").warning("a flow run warning")
 stage_finished("verify", {{"rows_in": 256, "rows_out": 256, "seconds": 0.1}}, "runs/demo/verified")
+try:
+    raise RuntimeError("verify workers could not start")
+except RuntimeError:  # as Prefect logs one failure: the task run, the stage flow, the pipeline flow
+    for name in ("prefect.task_runs", "prefect.flow_runs", "prefect.flow_runs"):
+        logging.getLogger(name).error("Encountered exception during execution", exc_info=True)
 """
 
 
@@ -37,7 +42,8 @@ def test_each_warning_once_and_prefect_run_states_off_the_console():
     assert not any("Finished in state" in line for line in lines)  # in Prefect's UI only (its API handler)
     assert any("a flow run warning" in line for line in lines)
     assert any(line.endswith("stage verify: done in 0.1 s, 256 rows in, 256 out -> runs/demo/verified") for line in lines)
-    assert len(lines) == 4, lines
+    assert sum(line.startswith("Traceback") for line in lines) == 1  # one traceback, three lines saying it failed
+    assert sum("Encountered exception during execution" in line for line in lines) == 3
 
 
 def test_quiet_and_verbose():

@@ -87,18 +87,26 @@ def verbosity() -> str:
 
 
 class _Once(logging.Filter):
-    """Each warning text once per process (a library that warns per step or per engine start says it once);
-    the run-state INFO lines of Prefect off the console unless verbose (Prefect's UI keeps them: its API
-    handler sits on those loggers, not on this console handler)."""
+    """Each warning text once per process (a library that warns per step or per engine start says it once),
+    each exception's traceback once (Prefect logs a failure at every flow level it passes); the run-state INFO
+    lines of Prefect off the console unless verbose (Prefect's UI keeps them: its API handler sits on those
+    loggers, not on this console handler)."""
 
     def __init__(self, verbose: bool) -> None:
         super().__init__()
         self.verbose = verbose
         self.seen: set[str] = set()
+        self.raised: list[BaseException] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.verbose and record.levelno < logging.WARNING and record.name in RUN_STATE_LOGGERS:
             return False
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:  # one failure logged by its task, its stage flow and the pipeline flow: one traceback
+            if any(exc is e for e in self.raised):
+                record.exc_info = record.exc_text = None  # this handler is the root's, the last one to see the record
+            else:
+                self.raised.append(exc)
         if record.levelno == logging.WARNING:
             key = f"{record.name}:{record.getMessage()}"
             if key in self.seen:
