@@ -118,6 +118,19 @@ def test_stale_temporary_directories_are_cleaned_and_nothing_else(tmp_path):
     assert sorted(p.name for p in out.glob(".curate-*.tmp")) == sorted([mine.name, other.name])
 
 
+def test_an_output_dir_of_the_old_layout_is_converted(tmp_path):
+    """Three regular files from an earlier version become links to this run's files; nothing else changes."""
+    a, b = _inputs(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("kept.parquet", "rejected.parquet", "funnel.json"):
+        (out / name).write_text("old")
+    (out / "notes.txt").write_text("mine")
+    assert _curate(b, out) == 0
+    assert _outputs(out)[2]["rows_in"] == 70 and (out / "notes.txt").read_text() == "mine"
+    assert all(os.readlink(out / n) == f".curate-current/{n}" for n in ("kept.parquet", "rejected.parquet", "funnel.json"))
+
+
 WORKERS_RUN = """
 import sys
 from pathlib import Path
