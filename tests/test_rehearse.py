@@ -69,6 +69,20 @@ def test_rewrite_rehearses_qlora_as_lora_and_grpo_rollouts_without_vllm():
     assert r1.teacher.hardware.launch == "always" and any("fewshot" in n for n in notes)
 
 
+def test_a_full_grpo_teacher_names_the_gpus_it_trains_on():
+    """Found rehearsing: `distill run` trains a teacher without `teacher.hardware` in one process
+    (launch_processes(None) == 1), while `distill check` sized its GRPO as ZeRO-3 over 8 GPUs. The two
+    Qwen2.5-Math-7B R1 recipes (full GRPO, an 8-GPU batch in their comments) had none: one H100 would have
+    held ~112 GB of model states. Every shipped full-GRPO teacher of a real model now names its GPUs."""
+    from distill.training.distributed import launch_processes
+
+    assert launch_processes(None, "teacher.hardware") == 1
+    for p in RECIPES:
+        t = load_recipe(p).teacher
+        if t.enabled and t.grpo.enabled and not t.grpo.lora.enabled and not t.model.startswith("embedded:"):
+            assert t.hardware is not None and t.hardware.gpus >= 8, f"{p.name}: teacher.hardware"
+
+
 @needs_tokenizers
 def test_shrinking_keeps_the_architecture_and_the_tokenizer(tmp_path):
     from transformers import AutoConfig, AutoTokenizer
