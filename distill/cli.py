@@ -27,6 +27,8 @@ from distill.check.preflight import check_recipe, format_report
 from distill.config.base import RecipeError
 from distill.config.recipe import load_recipe, pin_threads
 from distill.config.verify import VerifyConfig
+from distill.core import secrets
+from distill.core.lifecycle import ending_cleanly
 from distill.core.models import cache_dir, resolve_model
 from distill.core.paths import refuse_own_outputs
 from distill.core.progress import configure_console, verbosity
@@ -50,7 +52,9 @@ STAGE_COMMANDS = COMMANDS  # one per stage of distill/stages.py's table (publish
 
 def _set_environment() -> None:
     """Defaults that must be in place before torch, vLLM or Prefect are imported."""
-    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    # OMP_NUM_THREADS is chosen with the recipe (pin_threads: the cores free at start); waiting OpenMP threads
+    # sleep instead of spinning, so a busy neighbour costs its share, not 5-10x (distill/core/threads.py)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PREFECT_HOME", str(cache_dir() / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
@@ -158,14 +162,16 @@ def _load(args):
 
 def main(argv: list[str] | None = None) -> int:
     _set_environment()
+    secrets.install()  # secret values never reach a log line, a printed traceback or Prefect's records
     argv = list(sys.argv[1:] if argv is None else argv)
     flags = [a for a in argv if a in ("--quiet", "-q", "--verbose", "-v")]  # global: accepted after the command too
     args = _parser().parse_args(flags + [a for a in argv if a not in flags])
     configure_console("quiet" if args.quiet else "verbose" if args.verbose else "normal")
     try:
-        return _dispatch(args)
+        with ending_cleanly():  # SIGTERM/SIGINT/error/success: the Prefect server and engines it started go too
+            return _dispatch(args)
     except (RecipeError, FileNotFoundError, ValueError) as e:
-        print(f"distill {args.command}: error: {e}", file=sys.stderr)
+        print(secrets.scrub(f"distill {args.command}: error: {e}"), file=sys.stderr)
         return 2
 
 

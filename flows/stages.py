@@ -9,13 +9,15 @@ Prefect adds:
   HTTP 429/5xx, a Ray worker that died. A bad recipe or a bug fails at once instead of three more times.
 - a global concurrency limit on accelerators (`gpu` by default, R1_DISTILL_GPU_LIMIT to rename it):
   stages that hold GPUs (teacher, sample, sft, eval) take as many slots as they use, so two flow runs
-  never oversubscribe a node. `prefect gcl create gpu --limit 8` sets it; without the limit the slots
-  are not enforced (Prefect's non-strict mode) and a local run is unchanged.
+  never oversubscribe a node. `prefect gcl create gpu --limit 8` sets it; a server without the limit is
+  told once, and `distill run`'s temporary server (this run alone) is not asked for one.
 - artifacts: the curation funnel as a table, each stage's summary as markdown.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 from contextlib import nullcontext
 from typing import Any, Callable
@@ -26,18 +28,31 @@ from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 
 from distill.config.recipe import Recipe
+from distill.core import secrets
 from distill.core.run import Run
 from distill.engines.factory import devices_per_engine
 from distill.stages import BY_NAME, STAGES, stage_of
 from flows.ray_sampling import RaySampler, RaySettings
 from flows.retry import RETRY_DELAYS, retry_on_transient
 
+log = logging.getLogger(__name__)
+
 
 def stage_task(name: str, fn: Callable[..., dict]):
     """A stage function as a Prefect task: no Prefect result caching (the manifests decide reuse, and
-    inputs are run directories, not data), retried with backoff on transient failures."""
+    inputs are run directories, not data), retried with backoff on transient failures. A failure's text
+    is scrubbed of secret values before Prefect makes it a state message, a log line and an event."""
+
+    @functools.wraps(fn)
+    def scrubbed(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except BaseException as e:
+            secrets.scrub_exception(e)
+            raise
+
     return task(
-        fn, name=name, cache_policy=NO_CACHE, persist_result=False,
+        scrubbed, name=name, cache_policy=NO_CACHE, persist_result=False,
         retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_on_transient,
     )
 
@@ -54,9 +69,37 @@ def stage_gpus(stage: str, recipe: Recipe) -> int:
     return BY_NAME[stage].gpus(recipe)
 
 
+def gpu_limit_exists(name: str) -> bool:
+    """Whether the run's Prefect server has the accelerator limit. A temporary server (`distill run` with no
+    PREFECT_API_URL) serves this run alone and has none: nothing to share, nothing to ask for. A real server
+    without it is said once per process, with the command that creates it."""
+    from prefect.settings import PREFECT_API_URL  # prefect is slow to import; only flows need it
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return False
+    if (url, name) not in _LIMITS_SEEN:
+        from prefect.client.orchestration import get_client  # prefect is slow to import; only flows need it
+        from prefect.exceptions import ObjectNotFound  # prefect is slow to import; only flows need it
+
+        try:
+            with get_client(sync_client=True) as client:
+                client.read_global_concurrency_limit_by_name(name)
+            _LIMITS_SEEN[(url, name)] = True
+        except ObjectNotFound:
+            _LIMITS_SEEN[(url, name)] = False
+            log.warning("the Prefect server at %s has no global concurrency limit %r: GPU stages of different flow runs are not "
+                        "kept apart (`prefect gcl create %s --limit <GPUs>` sets one)", url, name, name)
+    return _LIMITS_SEEN[(url, name)]
+
+
+_LIMITS_SEEN: dict[tuple[str, str], bool] = {}
+
+
 def gpu_slots(n: int):
-    """Hold `n` slots of the accelerator limit for the duration of a stage."""
-    return concurrency(gpu_limit_name(), occupy=n) if n > 0 else nullcontext()
+    """Hold `n` slots of the accelerator limit for the duration of a stage (when the server has the limit)."""
+    name = gpu_limit_name()
+    return concurrency(name, occupy=n) if n > 0 and gpu_limit_exists(name) else nullcontext()
 
 
 # --- artifacts -------------------------------------------------------------------------------------------------
@@ -118,6 +161,7 @@ def make_stage_flow(stage: str, fn: Callable[..., dict]):
 
 def run_stage(run: Run, stage: str, the_task, inputs: list[Any]) -> dict:
     """Inside a stage flow: take the GPU slots, run the task, publish the artifacts."""
+    secrets.install()  # also where a Prefect worker runs the flow, not `distill run`
     label = f"{stage}:{inputs[-1]}" if BY_NAME[stage].per_student else stage  # a per-student stage's last input: the student
     with gpu_slots(stage_gpus(stage, run.recipe)):
         m = the_task.with_options(name=label)(run, *inputs)

@@ -3,8 +3,8 @@
 On a 2-core machine one CPU-bound neighbour made training 5-10x slower with 2 threads, not 2x: torch's
 OpenMP (GNU libgomp here) keeps a thread per core, every parallel region ends at a barrier, and a thread
 whose core is taken by the neighbour holds up the other, which spins while it waits. The default is
-therefore the cores free when the run starts (sampled from /proc/stat for a fraction of a second, so a
-neighbour that started a moment ago counts), and OpenMP threads that sleep instead of spinning when they
+therefore the cores free when the run starts (sampled from /proc/stat for a fraction of a second, capped by
+the 1-minute load average so a passing blip does not count), and OpenMP threads that sleep instead of spinning when they
 wait (`OMP_WAIT_POLICY=PASSIVE`), which keeps a neighbour that arrives later from costing more than its
 share. scripts/bench_threads.py measures the choices; its numbers are in docs/operations.md.
 
@@ -30,7 +30,9 @@ def cpu_times() -> tuple[float, float] | None:
 
 
 def busy_cores(interval: float = 0.25) -> float | None:
-    """Cores kept busy by other processes, measured over `interval` seconds (this process sleeps meanwhile)."""
+    """Cores kept busy by other processes: what /proc/stat shows over `interval` seconds (this process sleeps
+    meanwhile), but no more than the 1-minute load average, so that a short blip at start (another command
+    finishing) does not cost the run a core for hours; None where /proc is missing."""
     a = cpu_times()
     if a is None:
         return None
@@ -38,7 +40,11 @@ def busy_cores(interval: float = 0.25) -> float | None:
     b = cpu_times()
     if b is None or b[1] <= a[1]:
         return None
-    return (b[0] - a[0]) / (b[1] - a[1]) * usable_cores()
+    sampled = (b[0] - a[0]) / (b[1] - a[1]) * usable_cores()
+    try:
+        return min(sampled, os.getloadavg()[0])
+    except OSError:
+        return sampled
 
 
 def usable_cores() -> int:

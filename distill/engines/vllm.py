@@ -12,6 +12,7 @@ import os
 from typing import Iterable, Iterator, Sequence
 
 from distill.config.sampling import VLLMSettings
+from distill.core.lifecycle import reap_children
 from distill.core.models import cache_dir
 from distill.engines.base import Completion, Request, Result, SamplingParams, has_cuda, render_prompts
 
@@ -209,3 +210,4 @@ class VLLMEngine:
             pass
         del llm
         gc.collect()
+        reap_children()  # vLLM terminates its EngineCore without waiting for it: it stayed <defunct> until the run ended

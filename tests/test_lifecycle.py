@@ -1,0 +1,103 @@
+"""Run lifecycle and thread defaults (issue 17), the fast parts: signals become a clean exit, finished
+children are reaped, a run on its temporary Prefect server asks for no GPU limit, and the thread default
+follows the free cores (the selection logic; the timings are scripts/bench_threads.py's job).
+The end-to-end checks (SIGTERM/SIGINT to `distill run`, by PID) are in test_run_lifecycle.py."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+
+from distill.core import threads
+from distill.core.lifecycle import ending_cleanly, reap_children
+
+
+def test_sigterm_and_sighup_become_a_clean_exit_and_handlers_come_back():
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    for sig, expected in ((signal.SIGTERM, SystemExit), (signal.SIGHUP, SystemExit), (signal.SIGINT, KeyboardInterrupt)):
+        cleaned = []
+        with pytest.raises(expected) as info:
+            try:
+                with ending_cleanly():
+                    os.kill(os.getpid(), sig)
+                    time.sleep(5)  # the handler raises at the next bytecode
+                    raise AssertionError("the signal did not stop the body")
+            finally:
+                cleaned.append(True)
+        if expected is SystemExit:
+            assert info.value.code == 128 + sig
+        assert cleaned
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def _exit_now() -> None:
+    os._exit(0)
+
+
+def test_finished_children_are_reaped():
+    p = multiprocessing.get_context("spawn").Process(target=_exit_now)
+    p.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and Path(f"/proc/{p.pid}/stat").read_text().split(") ", 1)[1][0] != "Z":
+        time.sleep(0.1)  # exited, not yet waited for: <defunct>, as vLLM's EngineCore was after the sample stage
+    reap_children()
+    assert not Path(f"/proc/{p.pid}").exists()
+
+
+def test_a_temporary_prefect_server_is_not_asked_for_a_gpu_limit(monkeypatch):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.stages import gpu_slots
+
+    with temporary_settings({PREFECT_API_URL: None}):
+        assert isinstance(gpu_slots(2), nullcontext)  # no "Concurrency limits ['gpu'] do not exist" per stage
+    assert isinstance(gpu_slots(0), nullcontext)
+
+
+@pytest.mark.parametrize("cores,busy,free", [(2, None, 2), (2, 0.0, 2), (2, 0.3, 2), (2, 0.6, 1), (2, 1.0, 1), (2, 1.9, 1),
+                                            (2, 5.0, 1), (8, 2.2, 6), (8, 0.49, 8), (1, 1.0, 1)])
+def test_free_cores(cores, busy, free):
+    assert threads.free_cores(cores, busy) == free
+
+
+def test_thread_env_precedence():
+    # nothing set: the free cores, passive waits
+    assert threads.thread_env(None, {}, 2, 1.0) == {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert threads.thread_env(None, {}, 2, 0.1) == {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}
+    # the recipe's `threads` wins over the environment; an explicit environment wins over the measurement
+    assert threads.thread_env(3, {"OMP_NUM_THREADS": "1"}, 2, 1.0)["OMP_NUM_THREADS"] == "3"
+    assert "OMP_NUM_THREADS" not in threads.thread_env(None, {"OMP_NUM_THREADS": "2"}, 2, 1.5)
+    # a wait policy the user chose stays
+    assert "OMP_WAIT_POLICY" not in threads.thread_env(None, {"OMP_WAIT_POLICY": "ACTIVE"}, 2, 0.0)
+
+
+def test_choose_threads_measures_only_when_it_must(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(threads, "busy_cores", lambda interval=0.25: 1.0)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    assert threads.choose_threads(None) == {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert os.environ["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setattr(threads, "busy_cores", lambda interval=0.25: pytest.fail("measured although the recipe says"))
+    assert threads.choose_threads(4)["OMP_NUM_THREADS"] == "4"
+
+
+def test_busy_cores_reads_this_machine():
+    busy = threads.busy_cores(0.05)
+    assert busy is None or 0.0 <= busy <= threads.usable_cores() + 1e-6
+
+
+def test_the_cli_leaves_the_thread_count_to_the_recipe(monkeypatch):
+    """`distill` no longer pins OMP_NUM_THREADS to every core before the recipe is read (5639c99 did)."""
+    from distill import cli
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    cli._set_environment()
+    assert "OMP_NUM_THREADS" not in os.environ and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
