@@ -168,3 +168,21 @@ def test_report_highlights_the_triggering_span():
     assert rates["m1"]["drop_rate"] == 1.0 and rates["m2"]["drop_rate"] == 0.0
     m = label_metrics(judged, [{"id": "slip", "label": "drop", "category": "language_mixing"}, {"id": "ok", "label": "keep", "category": "good"}])
     assert (m["precision"], m["recall"], m["categories"]["language_mixing"]["hit"]) == (1.0, 1.0, 1)
+
+
+def test_run_report_has_the_quality_section(tmp_path):
+    from distill.report.html import collect, render
+
+    rows = [
+        {"id": "cut", "source": "teacher-a", "prompt": "Why does a top stay up?",
+         "completion": "<think>\nAngular momentum.\n</think>\n\nIt stays up because its angular momentum resists the tilt and"},
+        {"id": "ok", "source": "teacher-b", "prompt": "What is 2 + 2?", "completion": "<think>\n2 + 2 = 4.\n</think>\n\nThe answer is 4."},
+    ]  # fmt: skip
+    kept, rejected, _ = curate(pl.DataFrame(rows), CurateConfig(dedup={"enabled": False}))
+    (tmp_path / "curated").mkdir()
+    kept.write_parquet(tmp_path / "curated" / "kept.parquet")
+    rejected.write_parquet(tmp_path / "curated" / "rejected.parquet")
+    page = render(collect(tmp_path, {"stages": {}}))
+    assert 'data-section="quality"' in page and "<td>teacher-a</td><td>1</td><td>1.000</td>" in page
+    assert "the tilt and</mark>" in page
+    assert 'data-section="quality"' not in render(collect(tmp_path / "empty", {"stages": {}}))

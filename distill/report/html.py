@@ -19,6 +19,7 @@ from typing import Any, Iterable
 import polars as pl
 
 from distill.core.storage import read_table
+from distill.report.quality import run_quality_section
 
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f"]
 W, H = 560, 260  # plot size in px
@@ -112,6 +113,7 @@ def collect(run_dir: Path, report: dict) -> dict[str, Any]:
         "lengths": lengths,
         "languages": langs,
         "lang_shares": shares,
+        "quality": run_quality_section(run_dir),  # drop rate per source and reason, sampled traces with spans
     }
 
 
@@ -385,6 +387,7 @@ def render(data: dict[str, Any]) -> str:
         parts.append("<h2>Generation</h2>" + _table(["engine", "tokens", "tok/s", "GPU-hours", "cost USD", "accepted samples"],
                                                     [[g.get("engine"), g.get("total_completion_tokens", g.get("completion_tokens")), g.get("tokens_per_second"),
                                                       g.get("gpu_hours"), g.get("cost_usd"), g.get("accepted_samples")]]))
+    parts.append(data.get("quality", ""))
     parts.append("</body></html>")
     return "\n".join(parts)
 

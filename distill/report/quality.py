@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -152,8 +153,9 @@ def quality_section(judged: pl.DataFrame, by: str = "source", per_reason: int = 
         for row in rates
     )
     parts = [
-        '<section class="quality" data-section="quality"><h2>Data quality: drop rate per '
-        f"{html.escape(by)} and reason</h2>",
+        '<section class="quality" data-section="quality"><style>section.quality pre{white-space:pre-wrap;'
+        "font-size:12px;background:#f7f7f7;padding:6px}section.quality mark{background:#ffd54f}</style>"
+        f"<h2>Data quality: drop rate per {html.escape(by)} and reason</h2>",
         f"<table><tr><th>{html.escape(by)}</th><th>rows</th><th>drop rate</th>{head}</tr>{body}</table>",
     ]
     for r, rows in samples(judged, per_reason).items():
@@ -169,3 +171,26 @@ def quality_section(judged: pl.DataFrame, by: str = "source", per_reason: int = 
             )
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def run_quality_section(run_dir: Path, per_reason: int = 3) -> str:
+    """The quality section of a run's report from its curated/{kept,rejected}.parquet ("" when curation
+    has not run). Reads the small columns of every row and the completions of the sampled rows only."""
+    files = [Path(run_dir) / "curated" / f"{part}.parquet" for part in ("kept", "rejected")]
+    files = [f for f in files if f.is_file()]
+    if not files:
+        return ""
+    lazy = pl.concat([pl.scan_parquet(f) for f in files], how="diagonal_relaxed")
+    names = lazy.collect_schema().names()
+    if "reject_reason" not in names or "completion" not in names:
+        return ""
+    by = next((c for c in ("source", "model") if c in names), None)
+    cols = ["id", "reject_reason", *([by] if by else []), *(c for c in dict.fromkeys(SPAN_COLUMNS.values()) if c in names)]
+    small = lazy.select(cols).collect()
+    if by is None:
+        small = small.with_columns(pl.lit("all rows").alias("source"))
+        by = "source"
+    picked = {r["id"] for rows in samples(small, per_reason).values() for r in rows}
+    texts = lazy.filter(pl.col("id").is_in(list(picked))).select("id", "completion").collect().unique("id")
+    judged = small.join(texts, on="id", how="left").with_columns(pl.col("completion").fill_null(""))
+    return quality_section(judged, by, per_reason)
