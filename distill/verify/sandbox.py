@@ -87,7 +87,7 @@ def _no_bwrap(errors: list[str]) -> str:
     )
 
 
-_PROBED: dict[tuple, bool] = {}
+_PROBED: dict[tuple, tuple[bool, str]] = {}
 _PROBE_LOCK = threading.Lock()
 
 
@@ -97,10 +97,13 @@ class Sandbox:
 
     `python`: the interpreter for programs (default: this one if the sandbox uid can run it, else
     /usr/bin/python3). `uid`: run programs as this uid; default `nobody` when the caller is root, else the
-    caller's own (which cannot change it).
+    caller's own (which cannot change it). `cgroup`: cap each run's memory and tasks in a cgroup of its own
+    where this machine delegates one (False: rlimits only, as on machines without one).
     """
 
-    def __init__(self, limits: Limits | None = None, isolation: str = "auto", python: str | None = None, uid: int | None = None):
+    def __init__(
+        self, limits: Limits | None = None, isolation: str = "auto", python: str | None = None, uid: int | None = None, cgroup: bool = True
+    ):
         if isolation in WEAK.values():
             raise ValueError(f"isolation {isolation!r} is weaker than bubblewrap: opt in by naming it weak-{isolation} ({SETTING})")
         if isolation not in ("auto", "bwrap", *WEAK):
@@ -113,6 +116,7 @@ class Sandbox:
         self._mode: str | None = None
         self._python: str | None = None
         self._cgroup_ok = False
+        self.cgroup = cgroup
 
     # --- isolation ------------------------------------------------------------------------------------
 
@@ -156,9 +160,10 @@ class Sandbox:
                 raise SandboxError(_no_bwrap(errors))
             if self._mode is None:
                 raise SandboxError("no usable sandbox: " + "; ".join(errors))
-            trial = Cgroup(1 << 30, 64, self.uid if self.dropping_uid else None)
-            self._cgroup_ok = trial.available()
-            trial.close()
+            if self.cgroup:
+                trial = Cgroup(1 << 30, 64, self.uid if self.dropping_uid else None)
+                self._cgroup_ok = trial.available()
+                trial.close()
             missing = self.missing()
             if missing:
                 tried = f" (stronger options failed: {'; '.join(errors)})" if errors else ""
@@ -175,13 +180,13 @@ class Sandbox:
         key = (mode, python, self.uid)
         with _PROBE_LOCK:
             if key in _PROBED:
-                return _PROBED[key], "failed before"
+                return _PROBED[key]
             try:
                 r = self._run(mode, python, [python, "-I", "-S", "-c", "print(6 * 7)"], "", probe=True)
                 ok, why = r.stdout.strip() == "42", (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
             except OSError as e:
                 ok, why = False, str(e)
-            _PROBED[key] = ok
+            _PROBED[key] = ok, why
             return ok, why
 
     @property
@@ -324,7 +329,7 @@ class Sandbox:
             fds = (filt.fileno(),) if bpf is not None else ()
             result = execute(cmd, stdin_path, host, env, wall_s, lim.output_bytes, self.uid if self.dropping_uid else None, fds)
             if mode == "none":
-                sweep(host)
+                sweep(host, work_dir)
             return result
 
     def _wrap(self, mode: str, python: str, host: str, launch: list[str], seccomp_fd: int | None = None) -> list[str]:

@@ -248,10 +248,11 @@ def kill_group(pgid: int) -> None:
         pass
 
 
-def sweep(host: str) -> None:
-    """Best effort without a pid namespace: kill what escaped the process group (setsid) and still carries
-    this run's HOME or sits in its directory. A program that also changes both is not found."""
-    marker = f"HOME={host}".encode()
+def sweep(host: str, home: str) -> None:
+    """Best effort without a pid namespace (and without a cgroup, which kills all of a run's tasks): kill what
+    escaped the process group (setsid) and still carries this run's HOME or sits in its directory. A program
+    that also changes both is not found."""
+    marker = f"HOME={home}".encode()
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
