@@ -101,6 +101,16 @@ def test_auto_refuses_without_bubblewrap_naming_the_setting(monkeypatch, tmp_pat
             Sandbox(LIMITS, isolation=isolation).describe()
 
 
+def test_a_bubblewrap_that_cannot_start_is_refused_with_its_reason(monkeypatch, open_dir):
+    # installed but unusable (user namespaces off, an AppArmor rule): its own error, no weaker fallback
+    fake = open_dir / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{open_dir}:/usr/bin:/bin")
+    with pytest.raises(SandboxError, match=f"needs bubblewrap.*{SETTING}.*No permissions to create new namespace"):
+        Sandbox(LIMITS).describe()
+
+
 def test_weaker_modes_are_opt_in_by_name():
     for weak in ("unshare", "none"):
         with pytest.raises(ValueError, match=f"weak-{weak}"):

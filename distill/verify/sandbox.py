@@ -124,6 +124,11 @@ class Sandbox:
     def dropping_uid(self) -> bool:
         return self.uid != os.geteuid()
 
+    @staticmethod
+    def _tool(mode: str) -> str | None:
+        """The wrapper binary of `mode` as this caller's PATH finds it (run by that absolute path)."""
+        return shutil.which(mode) if mode in ("bwrap", "unshare") else None
+
     def _user_namespace(self, mode: str) -> bool:
         """Does `mode` put the program in a fresh user namespace (so RLIMIT_NPROC counts per sandbox)?
         Root (not dropping its uid) needs none to unshare, and gets none."""
@@ -137,7 +142,7 @@ class Sandbox:
             )
             errors = []
             for mode in modes:
-                if mode == "bwrap" and not shutil.which("bwrap") or mode == "unshare" and not shutil.which("unshare"):
+                if mode != "none" and not self._tool(mode):
                     errors.append(f"{mode}: not installed")
                     continue
                 if mode != "bwrap" and landlock_abi() < 1:
@@ -177,7 +182,7 @@ class Sandbox:
             raise SandboxError(f"{e}; as uid {NOBODY}: " + "; ".join(errors)) from None
 
     def _probe(self, mode: str, python: str) -> tuple[bool, str]:
-        key = (mode, python, self.uid)
+        key = (mode, self._tool(mode), python, self.uid)
         with _PROBE_LOCK:
             if key in _PROBED:
                 return _PROBED[key]
@@ -337,14 +342,14 @@ class Sandbox:
             return launch
         if mode == "unshare":
             user = ["--user", "--map-root-user"] if self.uid != 0 else []
-            return ["unshare", *user, "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--mount-proc", *launch]
+            return [self._tool(mode) or "unshare", *user, "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--mount-proc", *launch]
         userns = ["--unshare-user", "--disable-userns"] if self.uid != 0 else ["--cap-drop", "ALL"]
         mb = str(self.limits.tmpfs_mb << 20)
         seccomp = ["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []
         # the launcher is pid 1 (--as-pid-1): no process of the sandbox runs without its limits; every writable
         # mount is a size-capped tmpfs, the root and /dev are read-only
         return [
-            "bwrap", "--unshare-all", *userns, "--die-with-parent", "--new-session", "--as-pid-1",
+            self._tool(mode) or "bwrap", "--unshare-all", *userns, "--die-with-parent", "--new-session", "--as-pid-1",
             *bwrap_fs_args(python),
             "--proc", "/proc", "--dev", "/dev",
             "--size", mb, "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
