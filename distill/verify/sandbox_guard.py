@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import shlex
 import signal
 import struct
 import time
@@ -169,7 +170,7 @@ class Cgroup:
     def enter_argv(self, argv: list[str]) -> list[str]:
         if not self.procs:
             return argv
-        writes = " && ".join(f"echo $$ > {p}" for p in self.procs)
+        writes = " && ".join(f"echo $$ > {shlex.quote(p)}" for p in self.procs)
         return ["/bin/sh", "-c", f'{writes} && exec "$@"', "sh", *argv]
 
     def oom_killed(self) -> bool:
