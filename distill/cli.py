@@ -33,7 +33,7 @@ from distill.core.models import cache_dir, resolve_model
 from distill.core.paths import refuse_own_outputs
 from distill.core.progress import configure_console, verbosity
 from distill.core.run import Run
-from distill.core.storage import read_table, write_parquet
+from distill.core.storage import check_text_columns, read_table, write_parquet
 from distill.engines.base import require_cuda
 from distill.launch import format_command, launch_command, prepare, stage_hardware
 from distill.pipeline import run_pipeline, stage_summary
@@ -43,7 +43,7 @@ from distill.rehearse.runner import format_report as format_rehearsal
 from distill.rehearse.runner import rehearse
 from distill.stages import COMMANDS
 from distill.status import status
-from distill.verify.table import verdict_counts, verify_with_config
+from distill.verify.table import check_columns, verdict_counts, verify_with_config
 from filters.curate import curate_file
 from rl.plan import build_plan, render_plan
 
@@ -173,6 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     except (RecipeError, FileNotFoundError, ValueError) as e:
         print(secrets.scrub(f"distill {args.command}: error: {e}"), file=sys.stderr)
         return 2
+    except Exception as e:  # polars/pyarrow on bad input (a corrupt or nested parquet): one line, not a traceback
+        if type(e).__module__.split(".")[0] not in ("polars", "pyarrow"):
+            raise
+        where = f"{args.input}: " if getattr(args, "input", None) else ""
+        text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        print(secrets.scrub(f"distill {args.command}: error: {where}{text}"), file=sys.stderr)
+        return 2
 
 
 def _ray_settings(args) -> dict | None:
@@ -271,13 +278,16 @@ def _dispatch(args) -> int:
             if value is not None:
                 cfg.setdefault("judge", {})[key] = value
         # without --verifier, each row goes to the verifier of its task (a file may mix math and code)
-        df, stats = verify_with_config(read_table(args.input), VerifyConfig.model_validate(cfg), by_task=args.verifier is None)
+        df = read_table(args.input)
+        check_columns(df, source=args.input)  # a list or struct column (nested parquet): one line naming file and column
+        df, stats = verify_with_config(df, VerifyConfig.model_validate(cfg), by_task=args.verifier is None)
         write_parquet(df, Path(args.output))
         print(json.dumps({**verdict_counts(df), **stats}, indent=2))
         return 0
     if args.command == "curate" and args.input:
         if not args.output_dir:
             raise ValueError("--output-dir is required with --input")
+        check_text_columns(args.input, ("id", "prompt", "completion"))  # bad parquet: refused before any output
         cfg = None
         if args.config:
             cfg = _load(args).curate

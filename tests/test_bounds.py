@@ -56,3 +56,104 @@ def test_deeply_nested_recipe_is_an_error_not_a_traceback(tmp_path):
     p.write_text("name: x\ndescription: " + "[" * 100_000 + "]" * 100_000 + "\n")
     with pytest.raises(RecipeError, match=r"deep\.yaml"):
         load_recipe(p)
+
+
+# --- item 11: bad input files are one line naming the file, rc 2, nothing written ---------------------------
+
+def _bad_inputs(d: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (file, what the one-line error must contain besides the file)."""
+    import polars as pl
+
+    good = {"id": "a", "prompt": "p", "completion": r"\boxed{1}", "answer": "1"}
+    files = {
+        "utf8": (d / "bad.jsonl", ":2: not valid UTF-8"),
+        "mixed": (d / "mixed.jsonl", ":2: column 'answer' holds an object"),
+        "deep": (d / "deep.jsonl", ":1: JSON nested too deeply"),
+        "nested": (d / "nested.parquet", "column 'completion' holds List"),
+        "corrupt": (d / "corrupt.parquet", "not a readable parquet file"),
+    }
+    files["utf8"][0].write_bytes(json.dumps(good).encode() + b'\n{"completion": "bad \xff\xfe", "answer": "1"}\n')
+    files["mixed"][0].write_text(json.dumps(good) + "\n" + json.dumps({**good, "answer": {"a": 1}}) + "\n")
+    files["deep"][0].write_text('{"completion": "x", "answer": "1", "d": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    pl.DataFrame({"id": ["a"], "prompt": ["p"], "completion": [["a", "b"]], "answer": ["1"]}).write_parquet(files["nested"][0])
+    pl.DataFrame([good] * 50).write_parquet(d / "good.parquet")
+    raw = (d / "good.parquet").read_bytes()
+    files["corrupt"][0].write_bytes(raw[: len(raw) // 2] + b"\0" * 64 + raw[len(raw) // 2 + 64 :])
+    return files
+
+
+@pytest.mark.parametrize("case", ["utf8", "mixed", "deep", "nested", "corrupt"])
+def test_verify_bad_input_is_one_line_naming_the_file(tmp_path, capsys, case):
+    from distill.cli import main
+
+    path, expected = _bad_inputs(tmp_path)[case]
+    out = tmp_path / "out" / "verified.parquet"
+    assert main(["verify", "--input", str(path), "--output", str(out), "--verifier", "math"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith(f"distill verify: error: {path}") and expected in err[-1], err[-3:]
+    assert "Traceback" not in "\n".join(err) and not out.exists() and not out.parent.exists()
+
+
+@pytest.mark.parametrize("case", ["nested", "corrupt", "utf8", "deep"])
+def test_curate_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, case):
+    from distill.cli import main
+
+    path, expected = _bad_inputs(tmp_path)[case]
+    out = tmp_path / "curated"
+    assert main(["curate", "--input", str(path), "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"distill curate: error: {path}") and expected in err[-1], err[-3:]
+    assert not out.exists()
+
+
+def _custom_code_model(d: Path) -> Path:
+    """A local model folder whose config maps to its own Python file; running that file leaves a marker."""
+    model = d / "custom-model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({
+        "model_type": "distill-test-custom", "architectures": ["CustomModel"],
+        "auto_map": {"AutoConfig": "configuration_custom.CustomConfig", "AutoModelForCausalLM": "modeling_custom.CustomModel"},
+    }))
+    code = f"import pathlib\npathlib.Path({str(d / 'CODE_RAN')!r}).write_text('ran')\n"
+    (model / "configuration_custom.py").write_text(code)
+    (model / "modeling_custom.py").write_text(code)
+    return model
+
+
+def test_resolving_a_custom_code_model_refuses_it_and_never_reads_stdin(tmp_path, monkeypatch):
+    from distill.core.models import resolve_model
+
+    class NoStdin:
+        def __getattr__(self, name):
+            raise AssertionError("stdin was used")
+
+    monkeypatch.setattr(sys, "stdin", NoStdin())
+    model = _custom_code_model(tmp_path)
+    with pytest.raises(ValueError, match=r"custom-model: its config.json maps to Python files"):
+        resolve_model(str(model))
+    assert not (tmp_path / "CODE_RAN").exists()
+    (model / "config.json").write_text(json.dumps({"model_type": "llama", "auto_map": {"AutoConfig": "x.Y"}}))
+    assert resolve_model(str(model)) == str(model)  # a type transformers implements loads with its own code
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stdin", ["open-pipe", "devnull"])
+def test_custom_code_model_is_refused_without_asking_on_stdin(tmp_path, stdin):
+    model = _custom_code_model(tmp_path)
+    src = tmp_path / "rows.jsonl"
+    src.write_text(json.dumps({"completion": r"\boxed{1}", "answer": "1"}) + "\n")
+    cmd = [str(Path(sys.executable).with_name("distill")), "verify", "--input", str(src), "--output",
+           str(tmp_path / "out.parquet"), "--verifier", "judge", "--judge-model", str(model), "--judge-engine", "transformers"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # stdin stays open and silent (a pipe nobody writes) or is /dev/null: either way nothing may wait on it
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin == "open-pipe" else subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    try:
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 2, err[-2000:]
+    assert "[y/N]" not in out + err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"distill verify: error: model {model}")
+    assert not (tmp_path / "CODE_RAN").exists() and not (tmp_path / "out.parquet").exists()

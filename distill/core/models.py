@@ -79,7 +79,37 @@ def resolve_model(ref: str) -> str:
             package, filename = EMBEDDED[key]
             convert_gguf(_gguf_path(package, filename), out)
         return str(out)
+    refuse_custom_code(ref)
     return ref
+
+
+def _json_file(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def refuse_custom_code(ref: str) -> None:
+    """Refuse a local model folder that needs Python files shipped with it (its config's `auto_map` names them
+    and its `model_type` is not one transformers implements): distill never runs a model's own code. Left to
+    transformers, loading it asked `[y/N]` on stdin and waited 15 s (or blocked on a pipe) before refusing."""
+    folder = Path(ref)
+    if not folder.is_dir():
+        return
+    config, tokenizer = _json_file(folder / "config.json"), _json_file(folder / "tokenizer_config.json")
+    if not config.get("auto_map") and not tokenizer.get("auto_map"):
+        return
+    # heavy: only for a local folder that names code of its own
+    import transformers.dynamic_module_utils as dynamic
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    dynamic.TIME_OUT_REMOTE_CODE = 0  # what transformers cannot load with its own code: refused, never a prompt
+    model_type = config.get("model_type")
+    if model_type not in CONFIG_MAPPING_NAMES:
+        raise ValueError(f"model {ref}: its config.json maps to Python files shipped with the model (auto_map; "
+                         f"model_type {model_type!r} is not built into transformers) and distill never runs a model's own code")
 
 
 def model_label(ref: str) -> str:

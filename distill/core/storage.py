@@ -85,35 +85,105 @@ def write_parquet(df: pl.DataFrame, path: Path) -> dict[str, Any]:
     return {"rows": df.height, "sha256": file_sha256(path)}
 
 
+def _read_parquet(path: Path) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as e:  # truncated, corrupt, not parquet at all
+        raise ValueError(f"{path}: not a readable parquet file ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+_A = {"object": "an object", "list": "a list", "scalar": "a plain value"}
+
+
+def _kind(value: Any) -> str:
+    return "object" if isinstance(value, dict) else "list" if isinstance(value, list) else "scalar"
+
+
+def _check_kinds(rows: list[dict], linenos: list[int], path: Path) -> None:
+    """Refuse a key holding objects in one row and lists or plain values in another (no column type holds
+    both); plain values of different types (42 and "1/2") are fine, they become text."""
+    first: dict[str, tuple[str, int]] = {}
+    for row, lineno in zip(rows, linenos):
+        for key, value in row.items():
+            if value is None:
+                continue
+            kind = _kind(value)
+            seen = first.setdefault(key, (kind, lineno))
+            if seen[0] != kind:
+                raise ValueError(f"{path}:{lineno}: column {key!r} holds {_A[kind]} here but {_A[seen[0]]} on line {seen[1]}")
+
+
+def read_jsonl(path: Path) -> pl.DataFrame:
+    """A JSON-lines file as a table; a bad line is a ValueError naming the file and line (not UTF-8, not
+    JSON, not an object, nested too deep, a column mixing objects, lists and plain values)."""
+    rows, linenos = [], []
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line)") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            except RecursionError:
+                raise ValueError(f"{path}:{lineno}: JSON nested too deeply") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{lineno}: each line must be a JSON object")
+            rows.append(row)
+            linenos.append(lineno)
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    _check_kinds(rows, linenos, path)
+    try:
+        return pl.from_dicts(rows, infer_schema_length=None)
+    except (pl.exceptions.PolarsError, OverflowError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: rows do not fit one table ({_first_line(e)})") from None
+
+
+def check_text_columns(path: str | Path, columns: tuple[str, ...]) -> None:
+    """Before a command that streams parquet input makes any output: a ValueError naming the file when it is not
+    readable parquet, or when one of `columns` holds lists or structs (nested parquet) instead of text."""
+    path = Path(path)
+    files = sorted(p for p in path.glob("*.parquet") if not p.name.startswith(".")) if path.is_dir() else [path]
+    for f in (f for f in files if f.suffix.lower() == ".parquet" and f.is_file()):
+        try:
+            schema = pl.read_parquet_schema(f)
+        except (pl.exceptions.PolarsError, OSError) as e:
+            raise ValueError(f"{f}: not a readable parquet file ({_first_line(e)})") from None
+        for col in columns:
+            dtype = schema.get(col)
+            if dtype is not None and (dtype.is_nested() or dtype in (pl.Object, pl.Binary)):
+                raise ValueError(f"{f}: column {col!r} holds {dtype} values, not text")
+
+
 def read_table(path: str | Path) -> pl.DataFrame:
-    """Read a JSONL, JSON-lines or parquet file, or a directory of parquet shards."""
+    """Read a JSONL, JSON-lines or parquet file, or a directory of parquet shards. A file that cannot be read
+    is a ValueError naming it (and the line, for JSONL)."""
     path = Path(path)
     if path.is_dir():
         shards = sorted(p for p in path.glob("*.parquet") if not p.name.startswith("."))
         if not shards:
             raise FileNotFoundError(f"no parquet shards in {path}")
-        return pl.concat([pl.read_parquet(p) for p in shards], how="diagonal_relaxed")
+        frames = [_read_parquet(p) for p in shards]
+        try:
+            return pl.concat(frames, how="diagonal_relaxed")
+        except pl.exceptions.PolarsError as e:
+            raise ValueError(f"{path}: shards with columns of different types ({_first_line(e)})") from None
     if not path.is_file():
         raise FileNotFoundError(f"input file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        return pl.read_parquet(path)
+        return _read_parquet(path)
     if suffix in (".jsonl", ".ndjson", ".json"):
-        rows = []
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-                if not isinstance(row, dict):
-                    raise ValueError(f"{path}:{lineno}: each line must be a JSON object")
-                rows.append(row)
-        if not rows:
-            raise ValueError(f"{path}: no rows")
-        return pl.from_dicts(rows, infer_schema_length=None)
+        return read_jsonl(path)
     raise ValueError(f"{path}: unsupported file type {suffix!r} (use .jsonl or .parquet)")
 
 

@@ -21,6 +21,22 @@ from distill.verify.registry import Verifier, get_verifier, map_verdicts, unrout
 from distill.verify.sandbox import Limits
 
 
+def check_columns(df: pl.DataFrame, completion_col: str = "completion", answer_col: str = "answer",
+                  source: str | Path | None = None) -> None:
+    """A ValueError naming the column (and `source`, the file) unless the completions are text and the answers
+    and tasks plain values: a list or struct column (nested parquet) cannot be verified."""
+    where = f"{source}: " if source is not None else ""
+    if completion_col not in df.columns:
+        raise ValueError(f"{where}column {completion_col!r} not found (columns: {', '.join(df.columns)})")
+    for col in (completion_col, answer_col, "task"):
+        dtype = df.schema.get(col)
+        if dtype is None or dtype == pl.Null:
+            continue
+        text = dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum))
+        if dtype.is_nested() or dtype in (pl.Object, pl.Binary) or (col != answer_col and not text):
+            raise ValueError(f"{where}column {col!r} holds {dtype} values; verify needs {'plain values' if col == answer_col else 'text'}")
+
+
 def verify_table_with_stats(
     df: pl.DataFrame,
     verifier: str | Verifier = "math",
@@ -35,8 +51,7 @@ def verify_table_with_stats(
     (asked, decided, disagreements with the rules...) for a cascade. `options` go to the verifier's
     factory; `verifier` may also be a verifier object. The prompt column (when present) is shown to a judge."""
     fn = get_verifier(verifier, **options) if isinstance(verifier, str) else verifier
-    if completion_col not in df.columns:
-        raise ValueError(f"column {completion_col!r} not found (columns: {', '.join(df.columns)})")
+    check_columns(df, completion_col, answer_col)
     completions = [c or "" for c in df.get_column(completion_col).to_list()]
     if PREFILL in df.columns:  # the model's whole turn: a prefilled `<think>` that never closed is unfinished reasoning
         completions = [full_completion(c, p) for c, p in zip(completions, df.get_column(PREFILL).to_list())]
@@ -88,7 +103,9 @@ def verify_file(
 ) -> dict[str, Any]:
     """Verify a JSONL/parquet file into a parquet file (written atomically); return the counts, plus the
     verifier's stats (`judge`, `sandbox`) when it has any."""
-    out, stats = verify_table_with_stats(read_table(input_path), verifier=verifier, **kwargs)
+    df = read_table(input_path)
+    check_columns(df, kwargs.get("completion_col", "completion"), kwargs.get("answer_col", "answer"), input_path)
+    out, stats = verify_table_with_stats(df, verifier=verifier, **kwargs)
     write_parquet(out, Path(output_path))
     return {**verdict_counts(out), **stats}
 
