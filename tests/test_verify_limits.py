@@ -91,6 +91,22 @@ def test_the_pool_bounds_time_and_memory_and_survives_a_dying_worker():
         pool.close()
 
 
+def test_the_shared_pool_serves_several_threads_at_once():
+    rows = [(rf"\boxed{{{i}}}", str(i if i % 3 else i + 1)) for i in range(12)]
+    results: dict[int, list] = {}
+
+    def run(k: int) -> None:
+        results[k] = map_verdicts(verify_math, [c for c, _ in rows], [r for _, r in rows], workers=2)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    expected = [bool(i % 3) for i in range(12)]
+    assert all([v.correct for v in results[k]] == expected for k in range(3))
+
+
 def test_only_plain_registered_verifiers_run_bounded():
     assert bounded_name(verify_math) == "math" and bounded_name(get_verifier("multiple_choice")) == "multiple_choice"
     assert bounded_name(get_verifier("code")) is None  # the sandbox bounds code, with its own limits
