@@ -69,6 +69,17 @@ def test_rewrite_rehearses_qlora_as_lora_and_grpo_rollouts_without_vllm():
     assert r1.teacher.hardware.launch == "always" and any("fewshot" in n for n in notes)
 
 
+def test_scripted_traces_take_the_shape_the_teacher_template_gives():
+    """R1's template opens the think block in the prompt: the trace continues inside it (the sample stage keeps
+    the prefill in its own column); other templates: the trace opens `<think>` itself."""
+    from distill.rehearse.traces import scripted_text
+
+    ex = {"reasoning": "2 + 3 = 5", "summary": "The answer is \\boxed{5}."}
+    assert scripted_text(ex, "<think>\n") == "2 + 3 = 5\n</think>\n\nThe answer is \\boxed{5}."
+    assert scripted_text(ex, "") == "<think>\n2 + 3 = 5\n</think>\n\nThe answer is \\boxed{5}."
+    assert "\\boxed{51}" in scripted_text(ex, "", wrong=True)
+
+
 def test_a_full_grpo_teacher_names_the_gpus_it_trains_on():
     """Found rehearsing: `distill run` trains a teacher without `teacher.hardware` in one process
     (launch_processes(None) == 1), while `distill check` sized its GRPO as ZeRO-3 over 8 GPUs. The two
@@ -111,6 +122,15 @@ def test_shrinking_keeps_the_architecture_and_the_tokenizer(tmp_path):
 # --- slow: every shipped recipe --------------------------------------------------------------------------------------
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children (the rehearsal and every process it waited for): a
+    measure that does not depend on how busy the machine is, unlike the wall time."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 @needs_tokenizers
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
@@ -120,12 +140,12 @@ def test_every_shipped_recipe_rehearses(recipe, tmp_path):
     if recipe.stem not in VLLM_RECIPES:
         cmd += ["--engine", "transformers"]
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _children_cpu()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1500, cwd=REPO)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
     report = json.loads((out / "rehearsal.json").read_text()) if (out / "rehearsal.json").is_file() else {}
     assert proc.returncode == 0 and report.get("ok"), (report.get("failed") or {}).get("traceback") or proc.stderr[-5000:]
-    print(f"\n{recipe.stem}: rehearsed in {seconds:.0f} s")
+    print(f"\n{recipe.stem}: rehearsed in {seconds:.0f} s wall, {cpu:.0f} CPU-s (all its processes)")
     stages = {s["stage"]: s for s in report["stages"]}
     shipped = load_recipe(recipe)
     expected = ["prompts", "teacher", "sample", "verify", "curate", "select", "merge"] + [f"sft:{s.name}" for s in shipped.students]

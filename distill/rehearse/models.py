@@ -71,7 +71,7 @@ def build_tiny(ref: str, out_root: str | Path, models_dir: str | Path | None = N
     """`ref` (a hub id as the recipe names it) rebuilt tiny under `out_root/<org>--<name>`; reused when the
     same source was shrunk the same way before. Returns the folder and what was done (for the report)."""
     info = load_model_info(ref, models_dir)
-    out = Path(out_root) / ref.replace("/", "--")
+    out = Path(out_root) / ref.replace("/", "--").replace(":", "--")
     stamp = _folder_hash(info.source, str(seed))
     record = out / "rehearsal_model.json"
     if record.is_file() and json.loads(record.read_text()).get("stamp") == stamp:

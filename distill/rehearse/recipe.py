@@ -77,7 +77,7 @@ class Rewriter:
         p = self.d["prompts"]
         was = f"{p.get('source')}:{p.get('path')}" if p.get("path") else p.get("source")
         p.update(source="file", path=str(PROMPTS_FILE), prompt_field="prompt", answer_field="answer", hf_config=None)
-        self.note("prompts", was, f"file:data/{PROMPTS_FILE.name}", "offline: the bundled math prompts with answers")
+        self.note("prompts", was, f"file:data/{PROMPTS_FILE.name}", "the bundled math prompts with answers, whose traces the rehearsal's teacher writes (distill.rehearse.traces)")
         self.set(p, "n_train", N_TRAIN, "prompts.n_train")
         self.set(p, "n_eval", N_EVAL, "prompts.n_eval")
 

