@@ -201,11 +201,17 @@ class BoundedPool:
         self._lock = threading.Lock()
 
     def _new_worker(self) -> _Worker:
-        with self._lock:
-            if self._zygote is None or not self._zygote.alive():
-                self._zygote = _Zygote(self.memory_mb, self.warm)
-            zygote = self._zygote
-        return _Worker(zygote)
+        for attempt in range(2):
+            with self._lock:
+                if self._zygote is None or not self._zygote.alive() or attempt:
+                    self._zygote = _Zygote(self.memory_mb, self.warm)
+                zygote = self._zygote
+            try:
+                return _Worker(zygote)
+            except OSError:  # the zygote died under us (killed, out of memory): one fresh start
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     def _checkout(self, n: int) -> list[_Worker]:
         with self._lock:
