@@ -20,7 +20,7 @@ from distill.config.curate import CurateConfig
 from distill.core.schema import THINK_CLOSE, THINK_OPEN
 from filters.exemptions import QUOTE_CHARS, exempt_task_text, is_translation_prompt, requested_language, requested_languages
 from filters.langid import CONFIDENT, fasttext_code, identify, langdetect_code, script_language
-from filters.language_spans import paragraph_spans, script_spans, shared_script
+from filters.language_spans import exempt_mentions, paragraph_spans, script_spans, shared_script
 from filters.function_words import PROFILED_LANGS, foreign_words_pattern
 from filters.language_mixing import language_scores, latin_language_scores
 from filters.measure import Batch, Measure, column
@@ -162,6 +162,21 @@ def _latin_gate(completions: pl.Series, targets: list[str]) -> np.ndarray:
     return gate
 
 
+def _not_english(text: str) -> bool:
+    """fastText's look at the start of a chain of thought (one call): confidently another language of
+    the Latin script (Swahili or Indonesian reasoning on an English prompt has no profiled function words)."""
+    clean = strip_non_language(text[:PROBE_CHARS])
+    code, p = fasttext_code(clean)
+    if code != "en" and p < CONFIDENT or code == "en" and p < PROBE_SURE:  # unsure (Swahili reads as en 0.2)
+        code = normalize_lang(langdetect_code(" ".join(clean.split())))
+    return code not in (None, "en") and "Latin" in (LANG_SCRIPTS.get(code or "") or ())
+
+
+PROBE_CHARS = 600
+# English reasoning reads as "en" with p > 0.9; below this the probe asks langdetect too.
+PROBE_SURE = 0.5
+
+
 def _reasoning_part(text: str) -> tuple[int, str]:
     """(offset, text) of the chain of thought: the think block's content, else the whole text."""
     close = text.find(THINK_CLOSE)
@@ -194,16 +209,20 @@ def language_columns(
             if task is None:
                 task = tasks[prompt] = (is_translation_prompt(prompt), requested_languages(prompt))
             translation, allowed = task
-            if (share < 1.0 or sw or gated) and (translation or any(q in cot for q in QUOTE_CHARS)):
-                measured = exempt_task_text(cot, prompt, translation)
-                share, sw = language_scores(measured, target, allowed=allowed)
+            if share < 1.0 or sw or gated:
+                if translation or any(q in cot for q in QUOTE_CHARS):
+                    measured = exempt_task_text(cot, prompt, translation)
+                # the prompt's words quoted back and quoted phrases are mentions, not a switch of language
+                measured = exempt_mentions(measured, target, prompt, allowed)
+                if measured is not cot:
+                    share, sw = language_scores(measured, target, allowed=allowed)
         if gated:
             lshare, lsw = latin_language_scores(measured, target, allowed)
             share, sw = share * lshare, sw + lsw
         spans = script_spans(measured, target, prompt, allowed)
         # English reasoning is checked paragraph by paragraph only when it shows other languages' function
         # words (the gate); any other target of a shared script always (English reasoning on a Swahili prompt)
-        if shared_script(target) and (target != "en" or gated):
+        if shared_script(target) and (target != "en" or gated or _not_english(measured)):
             pspans, foreign, total, psw = paragraph_spans(measured, target, allowed)
             if total:
                 share *= 1.0 - foreign / total

@@ -26,7 +26,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
-from filters.langid import CONFIDENT, fasttext_code
+from filters.langid import CONFIDENT, MAX_CHARS, fasttext_code, langdetect_code
 from filters.unicode_scripts import SCRIPT_RANGES, UNSPACED_SCRIPTS, expected_scripts, normalize_lang
 
 MIN_UNSPACED = 4
@@ -102,43 +102,86 @@ def _from_prompt(run: str, prompt: str) -> bool:
     return all(w in words or w in nfc for w in _WORD.findall(run))
 
 
-_OPENING_QUOTES = "\"'“„«「『‘"
-_CLOSING_QUOTES = "\"'”“»」』’"
+# (opening, closing) quotation marks; a straight quote closes itself.
+_QUOTE_PAIRS = (('"', '"'), ("\u201c", "\u201d"), ("\u201e", "\u201c"), ("\u00ab", "\u00bb"), ("\u300c", "\u300d"),
+                ("\u300e", "\u300f"), ("\u2018", "\u2019"), ("'", "'"))  # fmt: skip
+MAX_QUOTE = 300  # characters a quotation may span on either side of the run
 
 
 def _quoted(masked: str, a: int, b: int) -> bool:
-    """The run is a quotation: a quote mark opens right before it and one closes right after it (a
-    title, a term or a name mentioned rather than used: "the novel "জোছনা ও জননীর গল্প"")."""
-    before = masked[max(0, a - 2) : a].rstrip()
-    after = masked[b : b + 2].lstrip()
-    return bool(before) and before[-1] in _OPENING_QUOTES and bool(after) and after[0] in _CLOSING_QUOTES
+    """The run lies inside a quotation on its line (a title, a term, a phrase mentioned rather than
+    used: the novel "জোছনা ও জননীর গল্প", the saying "বৃক্ষ মানে শুধু বৃদ্ধি নয়, এটি ..."): an opening
+    mark before it that nothing closed, and a closing mark after it."""
+    line_start = max(masked.rfind("\n", 0, a) + 1, a - MAX_QUOTE)
+    line_end = masked.find("\n", b, b + MAX_QUOTE)
+    before, after = masked[line_start:a], masked[b : line_end if line_end >= 0 else b + MAX_QUOTE]
+    for open_, close in _QUOTE_PAIRS:
+        if open_ == close:
+            if open_ == "'":  # apostrophes: only a quote right against the run counts
+                if before.rstrip().endswith("'") and after.lstrip().startswith("'"):
+                    return True
+            elif before.count(open_) % 2 and open_ in after:
+                return True
+        elif before.rfind(open_) > before.rfind(close) and close in after:
+            return True
+    return False
 
 
-def script_spans(text: str, lang: object, prompt: str = "", allowed: Iterable[str] = ()) -> list[tuple[int, int]]:
-    """[start, end) of each run of foreign-script language in `text` (see the module doc), in order."""
-    target = expected_scripts(lang)
-    if target is None:
-        return []
-    for extra in allowed:
-        target = target | (expected_scripts(extra) or frozenset())
-    if text.isascii() and "Latin" in target:
-        return []
-    masked = mask(text)
-    prompt = prompt or ""
-    latin_target = "Latin" in target
-    spans = []
+def _runs_in(masked: str, target: frozenset[str], latin_target: bool):
+    """(start, end, is language) for every run of a foreign script: language unless it is too short
+    to be (a name, a term), quoted, or the prompt's own words (`prompt` applied by the callers)."""
     rx = _runs(target)
     if rx is None:
-        return spans
+        return
     for m in rx.finditer(masked):
         script, run = m.lastgroup or "", m.group()
         a, b = m.start(), m.end()
         glued = bool(a and _LATIN_LETTER.match(masked[a - 1])) or bool(b < len(masked) and _LATIN_LETTER.match(masked[b]))
-        if _substantial(script, run, latin_target, glued) and not _quoted(masked, a, b) and not _from_prompt(run, prompt):
+        yield a, b, run, _substantial(script, run, latin_target, glued)
+
+
+def _target_scripts(lang: object, allowed: Iterable[str]) -> frozenset[str] | None:
+    target = expected_scripts(lang)
+    if target is None:
+        return None
+    for extra in allowed:
+        target = target | (expected_scripts(extra) or frozenset())
+    return target
+
+
+def script_spans(text: str, lang: object, prompt: str = "", allowed: Iterable[str] = ()) -> list[tuple[int, int]]:
+    """[start, end) of each run of foreign-script language in `text` (see the module doc), in order."""
+    target = _target_scripts(lang, allowed)
+    if target is None or (text.isascii() and "Latin" in target):
+        return []
+    masked = mask(text)
+    prompt = prompt or ""
+    spans = []
+    for a, b, run, substantial in _runs_in(masked, target, "Latin" in target):
+        if substantial and not _quoted(masked, a, b) and not _from_prompt(run, prompt):
             spans.append((a, b))
             if len(spans) >= MAX_SPANS:
                 break
-    return sorted(spans)
+    return spans
+
+
+def exempt_mentions(text: str, lang: object, prompt: str = "", allowed: Iterable[str] = ()) -> str:
+    """`text` with every foreign-script run that is mentioned rather than used blanked out (spaces of the
+    same length): the prompt's own words quoted back, and runs inside quotation marks. The script
+    measure (filters.language_mixing.language_scores) then counts neither share nor switches for them."""
+    target = _target_scripts(lang, allowed)
+    if target is None or (text.isascii() and "Latin" in target):
+        return text
+    masked = mask(text)
+    cut = [(a, b) for a, b, run, _ in _runs_in(masked, target, "Latin" in target) if _quoted(masked, a, b) or _from_prompt(run, prompt or "")]
+    if not cut:
+        return text
+    out, last = [], 0
+    for a, b in cut:
+        out += [text[last:a], " " * (b - a)]
+        last = b
+    out.append(text[last:])
+    return "".join(out)
 
 
 def shared_script(lang: object) -> bool:
@@ -166,6 +209,10 @@ def paragraph_spans(text: str, lang: object, allowed: Iterable[str] = ()) -> tup
             continue
         total += letters
         found, p = fasttext_code(para)
+        # fastText unsure: langdetect decides, unless fastText still names a target other than English
+        # (Swahili reads as sw at p 0.1-0.5; English reads as en at p > 0.9, so an unsure "en" is suspect)
+        if p < CONFIDENT and (found not in ok or found == "en"):
+            found, p = normalize_lang(langdetect_code(" ".join(para[:MAX_CHARS].split()))), 1.0
         # another language of the same script; one in another script is a script span already
         if found and found not in ok and p >= CONFIDENT and (expected_scripts(found) or frozenset()) & scripts:
             foreign += letters

@@ -186,3 +186,28 @@ def test_run_report_has_the_quality_section(tmp_path):
     assert 'data-section="quality"' in page and "<td>teacher-a</td><td>1</td><td>1.000</td>" in page
     assert "the tilt and</mark>" in page
     assert 'data-section="quality"' not in render(collect(tmp_path / "empty", {"stages": {}}))
+
+
+def test_mentions_do_not_switch_language_and_swahili_reasoning_on_an_english_prompt_is_wrong():
+    from filters.language_spans import exempt_mentions
+
+    comp = (
+        "<think>\nThe options are A: সন্ধ্যা, B: সকাল, C: দুপুর and D: রাত্রি. The word প্রভাত means morning.\n"
+        'Option B, সকাল, also means morning. A saying goes "ভোরের পাখি, সকালের আলো" here.\n'
+        "Since সকাল matches, the answer is B.\n</think>\n\nB"
+    )
+    blanked = exempt_mentions(comp, "en", BANGLA_PROMPT)
+    assert len(blanked) == len(comp) and "সকাল" not in blanked and "ভোরের" not in blanked and "প্রভাত" not in blanked
+    sw = (
+        "<think>\nSawa, acha nijaribu kutatua hili. Janet ana mayai 16 kila siku, anakula matatu asubuhi na "
+        "anatumia manne kuoka mikate. Kwa hiyo anabaki na mayai tisa, na anayauza kwa dola mbili kila moja.\n</think>\n\n"
+        "Janet makes $18 every day."
+    )
+    rows = [
+        {"id": "quotes", "prompt": BANGLA_PROMPT, "completion": comp},
+        {"id": "sw", "prompt": "Janet's ducks lay 16 eggs per day. She eats three for breakfast and bakes with four. "
+         "She sells the rest for $2 each. How much does she make every day?", "completion": sw},
+    ]  # fmt: skip
+    kept, rejected, _ = curate(pl.DataFrame(rows), CurateConfig(dedup={"enabled": False}))
+    judged = pl.concat([kept, rejected], how="diagonal_relaxed")
+    assert dict(zip(judged["id"], judged["reject_reason"])) == {"quotes": None, "sw": "wrong_language"}
