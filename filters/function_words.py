@@ -59,14 +59,19 @@ _WORDS: dict[str, str] = {
 PROFILED_LANGS: tuple[str, ...] = tuple(_WORDS)
 
 
+# Words that are also mathematical function names ("sin i" in a radial-velocity formula is not Spanish,
+# "Im z" is not German): never evidence of a language.
+MATH_NAMES = frozenset({"sin", "im"})
+
+
 def _exclusive(words: dict[str, str]) -> dict[str, str]:
-    """word -> language, for words that appear in exactly one language's list."""
+    """word -> language, for words that appear in exactly one language's list (math names left out)."""
     seen: Counter[str] = Counter()
     # Unaccented single letters ("y", "e", "o", "a") are variable names as often as words.
     sets = {lang: {w for w in ws.split() if len(w) > 1 or not w.isascii()} for lang, ws in words.items()}
     for s in sets.values():
         seen.update(s)
-    return {w: lang for lang, s in sets.items() for w in s if seen[w] == 1}
+    return {w: lang for lang, s in sets.items() for w in s if seen[w] == 1 and w not in MATH_NAMES}
 
 
 WORD_LANG: dict[str, str] = _exclusive(_WORDS)

@@ -211,3 +211,14 @@ def test_mentions_do_not_switch_language_and_swahili_reasoning_on_an_english_pro
     kept, rejected, _ = curate(pl.DataFrame(rows), CurateConfig(dedup={"enabled": False}))
     judged = pl.concat([kept, rejected], how="diagonal_relaxed")
     assert dict(zip(judged["id"], judged["reject_reason"])) == {"quotes": None, "sw": "wrong_language"}
+
+
+def test_math_function_names_are_not_spanish_or_german():
+    from filters.language_mixing import latin_language_scores
+
+    cot = (
+        "The amplitude is K = (2 pi G / P)^(1/3) * m_p sin i / M^(2/3). For the first planet K1 = m_p1 sin i and for "
+        "the second K2 = m_p2 sin i. So the ratio of the periods follows from the sin i terms cancelling out. "
+        "Then Im z is the imaginary part, and sin x = sin(135) for x = 45."
+    )
+    assert latin_language_scores(cot, "en") == (1.0, 0)
