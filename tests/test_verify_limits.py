@@ -15,7 +15,8 @@ import polars as pl
 import pytest
 
 from distill.verify import limits
-from distill.verify.limits import BoundedPool, Overrun, nesting_depth, screen_math
+from distill.verify.limits import BoundedPool, Overrun
+from distill.verify.screen import absurd_value, nesting_depth, screen_math
 from distill.verify.math import verify_math
 from distill.verify.registry import bounded_name, get_verifier, map_verdicts
 from rl.rewards import Accuracy
@@ -32,7 +33,8 @@ PATHOLOGICAL = [
     r"\boxed{10^{10^{10^{10}}}}",
     r"\boxed{(10^{100})!}",
 ]
-GAMMA = PATHOLOGICAL[0]
+# Not recognised by the text screen (not a literal argument), so only the time limit stops it.
+HANG = r"\boxed{\Gamma(10^{12}+1)}"
 
 
 def _in_thread(fn):
@@ -56,7 +58,7 @@ def _in_thread(fn):
 
 def test_a_hanging_answer_is_unverifiable_in_a_thread_and_the_other_rows_go_on(monkeypatch):
     monkeypatch.setattr(limits, "ROW_TIME_S", 2.0)
-    completions = [GAMMA, r"\boxed{5}", r"\boxed{\frac{10}{2}}", r"\boxed{6}"]
+    completions = [HANG, r"\boxed{5}", r"\boxed{\frac{10}{2}}", r"\boxed{6}"]
     verdicts = _in_thread(lambda: map_verdicts(verify_math, completions, ["5"] * 4, workers=2))
     assert verdicts[0].correct is None and verdicts[0].reason == "time_limit: over 2 s"
     assert [v.correct for v in verdicts[1:]] == [True, True, False]
@@ -65,8 +67,18 @@ def test_a_hanging_answer_is_unverifiable_in_a_thread_and_the_other_rows_go_on(m
 def test_the_accuracy_reward_is_bounded_too(monkeypatch):
     monkeypatch.setattr(limits, "ROW_TIME_S", 2.0)
     reward = Accuracy(verifier="math", workers=2)
-    values = _in_thread(lambda: reward([GAMMA, r"\boxed{5}"], answer=["5", "5"]))
+    values = _in_thread(lambda: reward([HANG, r"\boxed{5}"], answer=["5", "5"]))
     assert values == [0.0, 1.0]  # over the limit: no reward, and the batch goes on
+
+
+def test_absurd_values_are_refused_before_any_parser_sees_them():
+    for answer in PATHOLOGICAL[:2] + PATHOLOGICAL[3:]:
+        assert absurd_value(answer[len("\\boxed{") : -1]).startswith("too_large"), answer
+    for fine in [r"\frac{1}{2}", r"2^{2024}", r"e^{x^2}", r"1000!", r"\Gamma(5)", r"\exp(\exp(x))", r"3^{4^{5}}", "n!"]:
+        assert absurd_value(fine) is None, fine
+    # a reference that is a worked solution is judged by its boxed answer, not by what it says on the way
+    assert screen_math(r"\boxed{5}", r"so 2^{100001} is even, and the answer is \boxed{5}") is None
+    assert screen_math(r"we get \boxed{\Gamma(10^{12})}", "5") == "too_large: Gamma of more than 10000"
 
 
 def test_deep_nesting_is_refused_before_any_parser_sees_it():
@@ -146,23 +158,23 @@ def _write_rows(path: Path, answers: list[str]) -> None:
 @pytest.mark.slow
 def test_distill_verify_finishes_the_pathological_answers_and_accepts_none(tmp_path):
     src, out = tmp_path / "hostile.jsonl", tmp_path / "verified.parquet"
-    _write_rows(src, PATHOLOGICAL + [r"\boxed{5}"])
+    _write_rows(src, PATHOLOGICAL + [HANG, r"\boxed{5}"])
     start = time.monotonic()
     p = subprocess.run([str(DISTILL), "verify", "--input", str(src), "--output", str(out), "--verifier", "math"],
                        capture_output=True, text=True, timeout=240, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     elapsed = time.monotonic() - start
     assert p.returncode == 0, p.stderr[-3000:]
     df = pl.read_parquet(out)
-    assert df["correct"].to_list() == [None] * 6 + [True]
+    assert df["correct"].to_list() == [None] * 7 + [True]
     reasons = df["verify_reason"].to_list()
-    assert sum(r.startswith("time_limit") for r in reasons) >= 1 and reasons[2].startswith("too_complex")
+    assert reasons[2].startswith("too_complex") and reasons[-2].startswith("time_limit"), reasons
     print(f"pathological set through the CLI: {elapsed:.1f} s")  # the note's number (issue: under 60 s)
 
 
 @pytest.mark.slow
 def test_verify_workers_die_with_a_sigkilled_parent(tmp_path):
     src = tmp_path / "hang.jsonl"
-    _write_rows(src, [GAMMA] * 6)
+    _write_rows(src, [HANG] * 6)
     p = subprocess.Popen([str(DISTILL), "verify", "--input", str(src), "--output", str(tmp_path / "o.parquet"),
                           "--verifier", "math", "--workers", "2"], cwd=tmp_path, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)

@@ -14,8 +14,9 @@ replaced one costs nothing like an import. Workers die with the zygote (PR_SET_P
 when its socket to this process closes, which the kernel does when this process dies, SIGKILL included: nothing
 is left behind.
 
-`screen_text`/`screen_math` is a cheap text check run before a row is sent: an answer nested absurdly deep (600
-parentheses) is refused at once instead of waiting out the deadline. Everything else is bounded by time.
+Before a row is sent, a cheap text screen (distill.verify.screen) refuses answers that are absurd on their face
+(600 nested parentheses, `\\Gamma(10^{12})`) at once instead of waiting out the deadline; the deadline bounds
+everything else.
 """
 
 from __future__ import annotations
@@ -39,13 +40,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Sequence
 
-from distill.verify.extract import final_text
-
 ROW_TIME_S = 10.0  # Math-Verify's own defaults are 5 s to parse and 5 s to compare
 ROW_MEMORY_MB = 1024  # address space a worker may add to what it holds when it starts
 START_TIME_S = 120.0  # the zygote's imports and a worker's start; not charged to any row
-MAX_NESTING = 40  # brackets open at once in one answer: real answers stay far below
-SCREEN_CHARS = 2000  # the tail of the final text Math-Verify is given (distill.verify.math.MAX_PARSE_CHARS)
 PRELOAD = ("distill.verify", "sympy", "math_verify")  # imported by the zygote (a missing one is skipped)
 _PR_SET_PDEATHSIG = 1
 
@@ -310,35 +307,3 @@ def shared_pool(warm: tuple | None = None) -> BoundedPool:
             _POOL = BoundedPool(warm=warm)
             atexit.register(_POOL.close)
         return _POOL
-
-
-# --- a cheap screen before any worker sees the text --------------------------------------------------------
-
-_OPEN, _CLOSE = "([{", ")]}"
-
-
-def nesting_depth(text: str) -> int:
-    """The most brackets ((, [, { of any kind) open at once; a stray closer never goes below zero."""
-    depth = best = 0
-    for ch in text:
-        if ch in _OPEN:
-            depth += 1
-            best = max(best, depth)
-        elif ch in _CLOSE and depth:
-            depth -= 1
-    return best
-
-
-def screen_text(text: str | None) -> str | None:
-    """Why this answer or reference is refused before parsing (None: go ahead)."""
-    if text and nesting_depth(text) > MAX_NESTING:
-        return f"too_complex: brackets nested over {MAX_NESTING} deep"
-    return None
-
-
-def screen_math(completion: str, reference: str | None) -> str | None:
-    """The screen for the `math` verifier: its reference and the tail of the final text it parses."""
-    return screen_text(reference) or screen_text(final_text(completion or "")[-SCREEN_CHARS:])
-
-
-SCREENS: dict[str, Callable[[str, str | None], str | None]] = {"math": screen_math}

@@ -3,10 +3,10 @@
 A verifier maps (completion, reference) to a Verdict. `correct` is True, False, or None for "could not be
 judged" (no reference, an unparseable reference, no answer); None is never counted as correct.
 
-Of distill.verify this module imports only `limits` (the per-row bounds, below), none of the verifiers: they
-register themselves from their own modules (`math`, `code`, `judge`, `answers`); importing the package
-(`distill.verify`, which any `distill.verify.<module>` import runs first) imports them all, so the registry is
-full whatever was imported.
+Of distill.verify this module imports only `limits` and `screen` (the per-row bounds, below), none of the
+verifiers: they register themselves from their own modules (`math`, `code`, `judge`, `answers`); importing the
+package (`distill.verify`, which any `distill.verify.<module>` import runs first) imports them all, so the
+registry is full whatever was imported.
 
 Verifiers that need resources are built by factories: `get_verifier("judge", engine=...)` (an LLM judge) and
 `get_verifier("math+judge", engine=...)` (rules first, the judge for what they leave unverifiable). A verifier
@@ -24,7 +24,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from distill.verify.limits import SCREENS, Overrun, die_with_parent, shared_pool
+from distill.verify.limits import Overrun, die_with_parent, shared_pool
+from distill.verify.screen import SCREENS
 
 
 @dataclass(frozen=True)
