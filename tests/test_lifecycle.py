@@ -93,11 +93,16 @@ def test_busy_cores_reads_this_machine():
     assert busy is None or 0.0 <= busy <= threads.usable_cores() + 1e-6
 
 
-def test_the_cli_leaves_the_thread_count_to_the_recipe(monkeypatch):
+def test_the_cli_leaves_the_thread_count_to_the_recipe():
     """`distill` no longer pins OMP_NUM_THREADS to every core before the recipe is read (5639c99 did)."""
     from distill import cli
 
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    cli._set_environment()
-    assert "OMP_NUM_THREADS" not in os.environ and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    saved = dict(os.environ)  # _set_environment sets PREFECT_HOME and more: none of it outlives this test
+    try:
+        for key in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY"):
+            os.environ.pop(key, None)
+        cli._set_environment()
+        assert "OMP_NUM_THREADS" not in os.environ and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

@@ -129,10 +129,10 @@ def test_a_signal_during_a_stage_leaves_no_process(sig, tiny_llama, tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    _check_nothing_left(proc, seen, tmp_path)
     assert rc != 0
     if sig == signal.SIGTERM:
         assert rc == 128 + signal.SIGTERM  # a clean exit with the conventional status, not a death by signal
-    _check_nothing_left(proc, seen, tmp_path)
     assert "distill: SIG" in (tmp_path / "run.log").read_text()
 
 
@@ -149,3 +149,20 @@ def test_a_failed_run_leaves_no_process(tiny_llama, tmp_path):
                 proc.wait()
     assert rc not in (0, None) and any(m == "POST" for m, _, _ in server.requests)
     _check_nothing_left(proc, seen, tmp_path)
+
+
+def test_a_closed_vllm_engine_leaves_no_defunct_engine_core(tiny_llama):
+    """vLLM terminates its EngineCore on shutdown without waiting for it: it stayed <defunct> until the run ended."""
+    pytest.importorskip("vllm")
+    from distill.config.sampling import VLLMSettings
+    from distill.engines.vllm import VLLMEngine, configure_cpu_vllm
+
+    configure_cpu_vllm()
+    before = set(descendants(os.getpid()))
+    engine = VLLMEngine(str(tiny_llama), VLLMSettings(max_model_len=512, kv_cache_space_gb=1, dtype="float32"))
+    cores = {pid: v for pid, v in descendants(os.getpid()).items() if pid not in before and "EngineCore" in v[1]}
+    assert cores, descendants(os.getpid())
+    engine.close()
+    time.sleep(1)
+    left = [f"{pid} [{st[1]}]" for pid, (start, _) in cores.items() if (st := _stat(pid)) and st[2] == start]
+    assert not left, f"EngineCore still there after close ([Z]: defunct): {left}"
