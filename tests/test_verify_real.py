@@ -124,14 +124,24 @@ def _closed(final: str) -> str:
         ("<answer>-0.2339, 0.2339</answer>", "-0.2339, 0.2339", True),
         ("<answer>0.2339, -0.2339</answer>", "-0.2339, 0.2339", True),
         ("<answer>0.2339</answer>", "-0.2339, 0.2339", False),
-        # a value rounded as the prompt asked (3 significant figures), against a gold with more digits
-        ("<answer>-2.43e-19</answer>", "-2.4312e-19", True),
-        ("<answer>-2.44e-19</answer>", "-2.4312e-19", False),
-        ("<answer>-2.43e-18</answer>", "-2.4312e-19", False),
-        ("The answer is $-2.43 \\times 10^{-19}$.", "-2.4312e-19", True),
-        ("\\boxed{3.14}", "3.14159", True),
-        ("\\boxed{3.15}", "3.14159", False),
+        # a value rounded as the prompt asked (3 significant figures), against a gold printed at full float
+        # precision (reasoning-gym's power_function)
+        ("<answer>-2.43e-19</answer>", "-2.4311837658723497e-19", True),
+        ("<answer>-2.44e-19</answer>", "-2.4311837658723497e-19", False),
+        ("<answer>-2.43e-18</answer>", "-2.4311837658723497e-19", False),
+        ("The answer is $-2.43 \\times 10^{-19}$.", "-2.4311837658723497e-19", True),
+        ("<answer>-1.37e-3</answer>", "-0.0013674811612376526", True),
+        ("\\boxed{3.14}", "3.141592653589793", True),
+        ("\\boxed{3.15}", "3.141592653589793", False),
         ("\\boxed{3.14159}", "3.14", True),  # a gold given rounded
+        # a gold that states its precision is not met by a coarser answer (reasoning-gym's decimal_chain_sum)
+        ("<answer>-2.20</answer>", "-2.2017", False),
+        ("<answer>-2.2017</answer>", "-2.2017", True),
+        ("<answer>15.88</answer>", "15.8839006989", False),
+        # Python powers (reasoning-gym's polynomial and integration answers), spaced or not
+        ("<answer>-184*y**9+3956*y**8</answer>", "-184*y**9 + 3956*y**8", True),
+        ("<answer>17*X**5/2-7*X**4/6+C</answer>", "17*X**5/2 - 7*X**4/6 + C", True),
+        ("<answer>-X**10/2 + 7*X**9/4 + C</answer>", "x**9/2 - 7*x**6/9 + C", False),
         ("\\boxed{106.12}", "106", False),  # an integer gold is exact (MGSM: simple interest, not compound)
         ("\\boxed{106}", "106.12", False),
         # times of day / durations
@@ -139,6 +149,9 @@ def _closed(final: str) -> str:
         ("<answer>5:23:10</answer>", "05:23:10", True),
         ("<answer>05:23:11</answer>", "05:23:10", False),
         ("The meeting ends at \\boxed{14:05}.", "14:05", True),
+        ("<answer>46 days, 02:21</answer>", "46 days, 02:21", True),
+        ("<answer>02:01</answer>", "46 days, 02:21", False),
+        ("<answer>46 days, 2:21</answer>", "46 days, 02:21", True),
         # degrees
         ("\\boxed{90}", "90^\\circ", True),
         ("\\boxed{90^\\circ}", "90", True),
