@@ -3,9 +3,12 @@ location warnings off the console, --quiet / --verbose."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,3 +74,30 @@ def test_setup_pip_lines_a_user_cannot_act_on_are_dropped_errors_kept(tmp_path):
     assert out.stdout == "args: install nope -q\n"
     assert out.stderr.splitlines() == ["WARNING: something else", "ERROR: No matching distribution found for nope"]
     assert "pip-quiet.sh" in (REPO / "scripts" / "setup.sh").read_text()
+
+
+ENGINE = """
+if __name__ == "__main__":
+    import sys
+    from distill.core.models import resolve_model
+    from distill.core.progress import configure_console
+    configure_console("normal")
+    from distill.config.sampling import VLLMSettings
+    from distill.engines.vllm import VLLMEngine
+    VLLMEngine(resolve_model("embedded:smollm2-135m-instruct"), VLLMSettings(max_model_len=512, kv_cache_space_gb=1)).close()
+    print("ENGINE UP AND DOWN")
+"""
+
+
+@pytest.mark.slow
+def test_a_vllm_engine_start_prints_none_of_vllms_environment_warnings(tmp_path):
+    """vLLM's own handler printed ~10 WARNING lines per engine start about the machine (no Triton, eager
+    mode, no tcmalloc in LD_PRELOAD, OMP threads), six engine starts in the demo; now at the run's verbosity."""
+    script = tmp_path / "engine.py"
+    script.write_text(ENGINE)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=REPO,
+                         env={**os.environ, "R1_DISTILL_CACHE": str(REPO / ".cache"), "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0 and "ENGINE UP AND DOWN" in out.stdout, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    assert not [line for line in text.splitlines() if " WARNING " in line and "pid=" in line], text[-3000:]
+    assert "NUMA binding" not in text and "reduce_op" not in text

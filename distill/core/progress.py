@@ -86,6 +86,12 @@ def verbosity() -> str:
     return v if v in ("quiet", "normal", "verbose") else "normal"
 
 
+def library_log_level() -> str:
+    """The level a library that configures its own logging (vLLM's engine processes) runs at: its warnings are
+    about the environment (no Triton on CPU, no tcmalloc preloaded, eager mode), not the run, unless --verbose."""
+    return "INFO" if verbosity() == "verbose" else "ERROR"
+
+
 class _Once(logging.Filter):
     """Each warning text once per process (a library that warns per step or per engine start says it once),
     each exception's traceback once (Prefect logs a failure at every flow level it passes); the run-state INFO
@@ -132,7 +138,6 @@ def configure_console(level: str = "normal") -> None:
     if level == "quiet":
         os.environ.setdefault("R1_DISTILL_PROGRESS", "0")
     if level != "verbose":
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # c10's NUMA-binding note in every engine process
         have = [w for w in os.environ.get("PYTHONWARNINGS", "").split(",") if w]
         os.environ["PYTHONWARNINGS"] = ",".join(have + [w for w in SUBPROCESS_WARNING_FILTERS if w not in have])

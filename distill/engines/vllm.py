@@ -14,6 +14,7 @@ from typing import Iterable, Iterator, Sequence
 from distill.config.sampling import VLLMSettings
 from distill.core.lifecycle import reap_children
 from distill.core.models import cache_dir
+from distill.core.progress import library_log_level
 from distill.engines.base import Completion, Request, Result, SamplingParams, has_cuda, render_prompts
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,14 @@ class VLLMEngine:
             configure_cpu_vllm()
             if settings.kv_cache_space_gb:
                 os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(settings.kv_cache_space_gb)
-        from vllm import LLM  # heavy, and absent where only other engines run
+        from vllm import LLM, EngineArgs  # heavy, and absent where only other engines run
 
         if settings.data_parallel_size > 1:
             log.info("vllm.data_parallel_size=%d: this engine is one of the data-parallel workers", settings.data_parallel_size)
-        self._attach(LLM(**engine_kwargs(model, settings, seed=seed, on_cpu=on_cpu)), chat_template, owned=True)
+        kwargs = engine_kwargs(model, settings, seed=seed, on_cpu=on_cpu)
+        if "log_level" in getattr(EngineArgs, "__dataclass_fields__", {}):  # its engine processes' lines at our verbosity
+            kwargs["log_level"] = library_log_level()
+        self._attach(LLM(**kwargs), chat_template, owned=True)
 
     @classmethod
     def from_llm(cls, llm, chat_template: str | None = None) -> "VLLMEngine":
