@@ -84,10 +84,12 @@ _DANGLING_END = re.compile(r"[=+×÷/^<,;:(\[{&]\s*$|\\(?:rightarrow|to|cdot|tim
 _LIST_OR_TABLE = re.compile(r"^\s*(?:[-*+•]\s|\d+[.)]\s|[A-Za-z][.)]\s|\||#)")
 _LETTER_END = re.compile(r"\w\s*$")
 # A last line that states the answer ("**Answer:** A. <the option's text>") is finished whatever its end.
-_ANSWER_LABEL = re.compile(
-    r"^\W*(?:final answer|the answer is|answer|jibu|réponse|antwort|respuesta|resposta|ответ|答案|答え|উত্তর|సమాధానం|คำตอบ)\b",
-    re.I,
+_ANSWER_WORDS = (
+    "answer|jibu|réponse|reponse|antwort|respuesta|resposta|risposta|ответ|答案|答え|解答|উত্তর|సమాధానం|คำตอบ|정답|답"
 )
+# A label of up to three words, with an answer word, ending in a colon: "**Answer:**", "Final Answer:",
+# "**সঠিক উত্তর:**", "Jibu:", "Ответ:" (words as non-space runs: Bengali vowel signs are not \w).
+_ANSWER_LABEL = re.compile(rf"^\W*(?:[^\s:：*]+\s+){{0,2}}?(?:{_ANSWER_WORDS})[^\s:：*]*\W{{0,4}}[:：]", re.I)
 # A final line of at most this many words is a label, an answer or a heading ("Answer: B", "Paris").
 SHORT_LINE_WORDS = 4
 # Unclosed LaTeX: \begin{...} without its \end, or \[ / $$ left open.
@@ -113,9 +115,11 @@ def unfinished_span(text: str | None) -> tuple[int, int] | None:
     span = (line_start, len(body))
     if len(_BEGIN.findall(body)) > len(_END.findall(body)) or body.count("\\[") > body.count("\\]") or body.count("$$") % 2:
         return span
+    if _ANSWER_LABEL.match(last):  # the answer, stated: its content may end anyhow ("Cu²+", an option's text)
+        return None
     if _DANGLING_END.search(last):
         return span
-    if _FINISHED_END.search(last) or _LIST_OR_TABLE.match(last) or "\\boxed" in last or _ANSWER_LABEL.match(last):
+    if _FINISHED_END.search(last) or _LIST_OR_TABLE.match(last) or "\\boxed" in last:
         return None
     words = last.split()
     if len(words) <= SHORT_LINE_WORDS or re.fullmatch(r"\W*[A-Z]\W*", words[-1]):

@@ -222,3 +222,9 @@ def test_math_function_names_are_not_spanish_or_german():
         "Then Im z is the imaginary part, and sin x = sin(135) for x = 45."
     )
     assert latin_language_scores(cot, "en") == (1.0, 0)
+
+
+@pytest.mark.parametrize("text", ["**Answer:** B. Cu²+", "**সঠিক উত্তর:** D. 9050 erg", "Ответ: 210 минут", "Final Answer: 30"])
+def test_a_stated_answer_is_finished_whatever_its_last_character(text):
+    assert unfinished_span(text) is None
+    assert unfinished_span("The correct answer is option B: '-11'. Setting this equal to zero gives 2m =") is not None
