@@ -24,6 +24,7 @@ DATA = [REPO / "tests/data/math_verify_cases.jsonl", REPO / "tests/data/equivale
 HOSTILE = [
     r"\boxed{\Gamma(10^{12})}", r"\boxed{\exp(\exp(\exp(20)))}", r"\boxed{" + "(" * 600 + "1" + ")" * 600 + "}",
     r"\boxed{\sum_{k=1}^{n}k^{10^6}}", r"\boxed{10^{10^{10^{10}}}}", r"\boxed{(10^{100})!}",
+    r"\boxed{\Gamma(10^{12}+1)}",  # not a literal argument: the screen lets it through, the time limit stops it
 ]
 
 
