@@ -311,3 +311,10 @@ def test_cons_at_k_cost_is_bounded():
     assert len(calls) == MAX_CHECKS
     assert sorted(i for c in found for i in c) == list(range(64))
     assert clusters(["1/2"] * 64, same) == [list(range(64))] and len(calls) == MAX_CHECKS  # one string: no check
+
+
+def test_unfinished_reasoning_with_an_answer_heading_reads_the_next_line():
+    assert choice("<think>\nB fits best.\nAnswer:\nB", "B").correct is True
+    assert math("<think>\n9 * 2 = 18.\n\n**Final Answer**\nThe answer is 18", "18").correct is True
+    assert math("<think>\n9 * 2 = 18.\n\n**Final Answer**\n", "18").reason == "unfinished_reasoning"
+    assert math("<think>\n9 * 2 = 18.\nAnswer:\nso the total is 18, and", "18").reason == "unfinished_reasoning"

@@ -137,6 +137,7 @@ _EXPLICIT = re.compile(
 )
 # Text allowed after the explicit answer ("... dollars.", "Hope this helps!") before it counts as more reasoning.
 MAX_AFTER_ANSWER = 80
+_NEXT_LINE = re.compile(r"\S[^\n]*")
 # A line that stops mid-sentence: on a comma/colon, or on a word that needs a continuation.
 _MID_SENTENCE = re.compile(r"(?:[,;:]|\b(?:and|or|but|so|the|a|an|to|of|is|then|if|because|which|that))\s*$", re.IGNORECASE)
 
@@ -167,7 +168,11 @@ def _explicit_tail(text: str) -> str:
     else:
         line_end = tail.find("\n", offset)
         end = len(tail) if line_end < 0 else line_end
-        if _MID_SENTENCE.search(tail[:end]):
+        if not tail[m.end() - (len(text) - len(tail)) : end].strip(" *#:："):
+            # a heading ("Answer:", "**Final Answer**"): the answer is the next non-empty line
+            following = _NEXT_LINE.search(tail, end)
+            end = following.end() if following else -1
+        if end >= 0 and _MID_SENTENCE.search(tail[:end]):
             end = -1
     if end < 0 or len(tail[end:].strip()) > MAX_AFTER_ANSWER:
         return ""
