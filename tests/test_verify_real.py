@@ -318,3 +318,15 @@ def test_unfinished_reasoning_with_an_answer_heading_reads_the_next_line():
     assert math("<think>\n9 * 2 = 18.\n\n**Final Answer**\nThe answer is 18", "18").correct is True
     assert math("<think>\n9 * 2 = 18.\n\n**Final Answer**\n", "18").reason == "unfinished_reasoning"
     assert math("<think>\n9 * 2 = 18.\nAnswer:\nso the total is 18, and", "18").reason == "unfinished_reasoning"
+
+
+@pytest.mark.skipif(not REAL.is_file(), reason="../shared/real-traces is absent")
+def test_unfinished_reasoning_matches_the_shared_labels():
+    """The shared labels (read by people, with their own rules: "thinking never closes and no final answer")
+    on every labelled row whose think block never closed: no answer exactly where they say unfinished."""
+    labels = [json.loads(line) for line in (REAL.parent / "labels.jsonl").read_text().splitlines() if line.strip()]
+    traces = {r["id"]: r["completion"] for r in map(json.loads, REAL.read_text().splitlines())}
+    open_rows = [(lab, traces[lab["id"]]) for lab in labels if reasoning_unfinished(traces[lab["id"]])]
+    assert len(open_rows) >= 10
+    for lab, completion in open_rows:
+        assert (answer_section(completion) == "") == ("unfinished" in lab["categories"]), lab["note"]
