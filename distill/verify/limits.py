@@ -193,6 +193,7 @@ class BoundedPool:
 
     def __init__(self, memory_mb: int | None = ROW_MEMORY_MB, warm: tuple | None = None):
         self.memory_mb, self.warm = memory_mb, warm
+        self._pid = os.getpid()  # a forked child must not close its parent's workers (atexit runs in both)
         self._zygote: _Zygote | None = None
         self._idle: list[_Worker] = []
         self._lock = threading.Lock()
@@ -220,6 +221,8 @@ class BoundedPool:
             self._idle.extend(workers)
 
     def close(self) -> None:
+        if os.getpid() != self._pid:
+            return
         with self._lock:
             workers, self._idle[:] = list(self._idle), []
             zygote, self._zygote = self._zygote, None
@@ -296,14 +299,16 @@ class BoundedPool:
 
 
 _POOL: BoundedPool | None = None
+_POOL_PID = 0
 _POOL_LOCK = threading.Lock()
 
 
 def shared_pool(warm: tuple | None = None) -> BoundedPool:
-    """The process's pool (created on first use, with the first caller's `warm`; closed at exit)."""
-    global _POOL
+    """The process's pool (created on first use, with the first caller's `warm`; closed at exit). A forked
+    child gets a pool of its own: the parent's workers and zygote socket are the parent's."""
+    global _POOL, _POOL_PID
     with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = BoundedPool(warm=warm)
+        if _POOL is None or _POOL_PID != os.getpid():
+            _POOL, _POOL_PID = BoundedPool(warm=warm), os.getpid()
             atexit.register(_POOL.close)
         return _POOL
