@@ -9,6 +9,8 @@ caller imports (Python runs this file first). Submodules never import this packa
     code      the `code` verifier (sandbox, sandbox_run,  judge    `judge` and `math+judge` (an LLM judge)
               sandbox_guard: seccomp, Landlock, cgroup)
     answers   `multiple_choice` and `json`              table    verify_table / verify_file / verify_with_config
+    limits    each row in a worker under a time and     screen   absurd answers refused before parsing
+              memory limit (math, multiple_choice, json)
 """
 
 from distill.verify import answers, code, judge, math  # noqa: F401 - each registers its verifiers
