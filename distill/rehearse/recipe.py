@@ -106,6 +106,9 @@ class Rewriter:
         why = f"{gpus} GPUs -> {PROCESSES} CPU processes under accelerate launch (gloo)"
         if strategy in NOT_ON_CPU:
             why += f"; {NOT_ON_CPU[strategy]} does not run on CPU: DDP instead, the same save-through-the-trainer path"
+        if hw.get("nodes", 1) > 1:
+            why += ("; several nodes: on GPUs `distill run` stops before this stage and `distill launch` runs it on each "
+                    "node (the same worker, distill/launch.py), rehearsed here as one node")
         self.note(f"{field}.hardware", f"{hw.get('nodes', 1)} x {hw.get('gpus_per_node', 8)} {strategy}", f"1 x {PROCESSES} ddp", why)
         owner["hardware"] = {"gpu": hw.get("gpu", "H100-80GB"), "gpus_per_node": PROCESSES, "nodes": 1, "strategy": "ddp", "launch": "always"}
 
