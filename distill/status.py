@@ -101,8 +101,9 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: d}
 
 
-def changed_settings(recipe: Recipe, label: str, manifest: dict, most: int = 4) -> list[str]:
-    """`section.key: old -> new` for recipe values that differ from what the stage's manifest ran with."""
+def changed_settings(recipe: Recipe, label: str, manifest: dict, most: int = 4) -> tuple[list[str], list[str]]:
+    """(`section.key: old -> new` for recipe values that differ from what the stage's manifest ran with,
+    `section.key: new field (value)` for values the run's recipe did not have: a newer version's defaults)."""
     name, _, student = label.partition(":")
     if student:
         now: Any = next((s.model_dump(mode="json") for s in recipe.students if s.name == student), {})
@@ -113,12 +114,15 @@ def changed_settings(recipe: Recipe, label: str, manifest: dict, most: int = 4) 
             now = now.get(part, {})
         section = SECTIONS[name]
     else:
-        return []
+        return [], []
     old, new = _flat(manifest.get("settings") or {}), _flat(now)
-    diffs = [f"{section}.{k}: {old[k]!r} -> {new[k]!r}" for k in new if k in old and old[k] != new[k]]
-    if old:  # a field the run's recipe did not have (a newer version's default) changes the fingerprint too
-        diffs += [f"{section}.{k}: new field ({new[k]!r})" for k in new if k not in old and not k.startswith("libraries.")]
-    return diffs[:most] + ([f"... {len(diffs) - most} more"] if len(diffs) > most else [])
+    changed = [f"{section}.{k}: {old[k]!r} -> {new[k]!r}" for k in new if k in old and old[k] != new[k]]
+    added = [f"{section}.{k}: new field ({new[k]!r})" for k in new if old and k not in old]
+
+    def cut(items: list[str]) -> list[str]:
+        return items[:most] + ([f"... {len(items) - most} more"] if len(items) > most else [])
+
+    return cut(changed), cut(added)
 
 
 def stage_status(recipe: Recipe, run_dir: str | Path) -> list[dict]:
@@ -191,13 +195,17 @@ def _why(recipe: Recipe, st, label: str, row: dict, m: dict | None, fp: str, red
     if state == "not started":
         return "run: not started"
     changed_inputs = [i for i in inputs if i in redo and not redo[i].startswith("run:")]
-    own = changed_settings(recipe, label, m or {})
-    why = f"redo: settings changed (fingerprint {(m or {}).get('fingerprint')} -> {fp})"
-    if own:
-        why += ": " + "; ".join(own)
-    elif changed_inputs:
-        why = f"redo: its input {', '.join(changed_inputs)} is redone (fingerprint {(m or {}).get('fingerprint')} -> {fp})"
-    return why
+    changed, added = changed_settings(recipe, label, m or {})
+    fps = f"fingerprint {(m or {}).get('fingerprint')} -> {fp}"
+    because_input = ("" if not changed_inputs else f"its input {changed_inputs[0]} is redone" if len(changed_inputs) == 1
+                     else f"its inputs {', '.join(changed_inputs)} are redone")
+    if changed:  # values the stage ran with differ from the recipe's now
+        return f"redo: settings changed ({fps}): " + "; ".join(changed) + (f"; and {because_input}" if because_input else "")
+    if because_input:
+        return f"redo: {because_input} ({fps})"
+    if added:  # the recipe has fields the run's did not (a newer version's defaults hash differently)
+        return f"redo: settings changed ({fps}): " + "; ".join(added)
+    return f"redo: settings changed ({fps})"
 
 
 def totals(rows: list[dict]) -> dict:
