@@ -173,6 +173,8 @@ def lang_switches(text: str, lang: object, weights: Mapping[str, float] = SCRIPT
 # Sentences for the function-word pass: clauses are too short to hold enough function words.
 _SENTENCE_SPLIT = re.compile(r"[.!?;\n\u3002\uff01\uff1f]+")
 _LATIN_WORD = re.compile(r"[a-zà-öø-ÿœß]+(?:'[st])?")
+# A lower-case run followed by a capital is an identifier, not a word: "cosA" is cos(A), not Italian "cosa".
+_IDENTIFIER = re.compile(r"\b[a-z]+[A-Z]\w*")
 # A sentence the profile cannot decide goes to langdetect only with this many words and some evidence
 # of another language (one of its function words).
 LANGDETECT_MIN_WORDS = 4
@@ -198,7 +200,7 @@ def latin_language_scores(text: str, lang: str, allowed: Iterable[str] = ()) -> 
     Only meaningful for `lang` in PROFILED_LANGS (en, fr, de, es, it, pt, nl).
     """
     ok = {lang, *allowed}
-    clean = strip_non_language(text or "")
+    clean = _IDENTIFIER.sub(" ", strip_non_language(text or ""))
     total = foreign = 0
     switches = last = 0
     for sentence in _SENTENCE_SPLIT.split(clean.lower()):

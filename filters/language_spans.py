@@ -190,6 +190,23 @@ def shared_script(lang: object) -> bool:
     return bool(scripts) and bool(scripts & {"Latin", "Cyrillic", "Arabic", "Devanagari"})
 
 
+# Labels that are no evidence of reasoning in another language: Latin is what species names and legal
+# phrases are written in ("Hydra: Cnidaria (radial)"), nobody reasons in it.
+NOT_EVIDENCE = frozenset({"la"})
+_FORMULA_LINE = re.compile(r"=|[^\w\s]{3}")
+
+
+def _prose(paragraph: str) -> str:
+    """The prose lines of a paragraph: lines holding a formula (an "=" or a run of symbols: "cos60° cosA
+    - sin60° sinA = ...", "(y - x)(z - x)") and lines under half letters are left out of identification."""
+    keep = []
+    for line in paragraph.split("\n"):
+        chars = sum(not c.isspace() for c in line)
+        if chars and not _FORMULA_LINE.search(line) and sum(c.isalpha() for c in line) >= 0.5 * chars:
+            keep.append(line)
+    return "\n".join(keep)
+
+
 def paragraph_spans(text: str, lang: object, allowed: Iterable[str] = ()) -> tuple[list[tuple[int, int]], int, int, int]:
     """(foreign paragraph spans, their letters, letters of all judged paragraphs, switches between
     target and foreign paragraphs) for a `lang` written in a shared script; paragraphs are judged by
@@ -203,20 +220,23 @@ def paragraph_spans(text: str, lang: object, allowed: Iterable[str] = ()) -> tup
     masked = mask(text)
     spans, foreign, total, switches, last = [], 0, 0, 0, 0
     for m in _PARAGRAPH.finditer(masked):
-        para = m.group()
+        para = _prose(m.group())
         letters = len(_LATIN_LETTER.findall(para)) if "Latin" in scripts else sum(c.isalpha() for c in para)
         if letters < MIN_PARAGRAPH_LETTERS:
             continue
         total += letters
         found, p = fasttext_code(para)
+        sure = p >= CONFIDENT
         # fastText unsure: langdetect decides, unless fastText still names a target other than English
-        # (Swahili reads as sw at p 0.1-0.5; English reads as en at p > 0.9, so an unsure "en" is suspect)
-        if p < CONFIDENT and (found not in ok or found == "en"):
-            found, p = normalize_lang(langdetect_code(" ".join(para[:MAX_CHARS].split()))), 1.0
+        # (Swahili reads as sw at p 0.1-0.5; English reads as en at p > 0.9, so an unsure "en" is suspect).
+        # Its verdict counts towards the share only: a span needs fastText to be sure.
+        if not sure and (found not in ok or found == "en"):
+            found = normalize_lang(langdetect_code(" ".join(para[:MAX_CHARS].split())))
         # another language of the same script; one in another script is a script span already
-        if found and found not in ok and p >= CONFIDENT and (expected_scripts(found) or frozenset()) & scripts:
+        if found and found not in ok | NOT_EVIDENCE and (expected_scripts(found) or frozenset()) & scripts:
             foreign += letters
-            spans.append((m.start(), m.end()))
+            if sure:
+                spans.append((m.start(), m.end()))
             label = -1
         else:
             label = 1 if found in ok else 0

@@ -228,3 +228,15 @@ def test_math_function_names_are_not_spanish_or_german():
 def test_a_stated_answer_is_finished_whatever_its_last_character(text):
     assert unfinished_span(text) is None
     assert unfinished_span("The correct answer is option B: '-11'. Setting this equal to zero gives 2m =") is not None
+
+
+def test_identifiers_and_lists_of_names_are_not_another_language():
+    from filters.language_mixing import latin_language_scores
+
+    cot = "For cos(60 + A) = cos60 cosA - sin60 sinA. Similarly, expand cosA and sinA for the other term and add them."
+    assert latin_language_scores(cot, "en") == (1.0, 0)
+    names = (
+        "Hydra: Cnidaria (radial)\nVolvox: Green algae (spherical, radial)\nMetridium: Cnidaria (radial)\n"
+        "Ceoloplana: Ctenophora (biradial or bilateral?)"
+    )
+    assert paragraph_spans(names, "en")[0] == []
