@@ -79,12 +79,16 @@ def test_absurd_values_are_refused_before_any_parser_sees_them():
     # a reference that is a worked solution is judged by its boxed answer, not by what it says on the way
     assert screen_math(r"\boxed{5}", r"so 2^{100001} is even, and the answer is \boxed{5}") is None
     assert screen_math(r"we get \boxed{\Gamma(10^{12})}", "5") == "too_large: Gamma of more than 10000"
+    assert screen_math(r"\boxed{5}", r"(10^{100})!") == "unparseable_reference"  # as math.py says of such a value
+    reward = Accuracy(verifier="math")  # an absurd reference cannot judge anything: no reward, not a zero
+    assert reward([r"\boxed{5}", r"\boxed{(10^{100})!}"], answer=[r"(10^{100})!", "5"]) == [None, 0.0]
 
 
 def test_deep_nesting_is_refused_before_any_parser_sees_it():
     assert nesting_depth("((a)[b]{c})") == 2 and nesting_depth(")))(") == 1
     assert screen_math(PATHOLOGICAL[2], "5").startswith("too_complex")
-    assert screen_math(r"\boxed{(1, 2)}", "5") is None and screen_math(r"\boxed{5}", PATHOLOGICAL[2]) is not None
+    assert screen_math(r"\boxed{(1, 2)}", "5") is None
+    assert screen_math(r"\boxed{5}", PATHOLOGICAL[2]) == "unparseable_reference"
     start = time.monotonic()
     (verdict,) = map_verdicts(verify_math, [PATHOLOGICAL[2]], ["5"])
     assert verdict.correct is None and verdict.reason.startswith("too_complex") and time.monotonic() - start < 5

@@ -107,20 +107,24 @@ def absurd_value(text: str) -> str | None:
 
 def screen_text(text: str | None) -> str | None:
     """Why this answer is refused before parsing (None: go ahead): nested too deep, or an absurd value."""
-    if text and nesting_depth(text) > MAX_NESTING:
-        return f"too_complex: brackets nested over {MAX_NESTING} deep"
-    return absurd_value(text) if text else None
+    return (_nested(text) or absurd_value(text)) if text else None
 
 
 def screen_math(completion: str, reference: str | None) -> str | None:
     """The screen for the `math` verifier: the nesting of the reference and of the final text's tail (what
-    Math-Verify parses), and the values of their last boxed answers (the reference whole when it has none)."""
+    Math-Verify parses), and the values of their last boxed answers (the reference whole when it has none).
+    A refused reference is `unparseable_reference`, as distill.verify.math calls a reference too large to
+    evaluate: the row cannot be judged, whatever it answers (no reward; the judge of math+judge is asked)."""
+    gold = last_boxed(reference or "")
+    if screen_text(reference or "") if not gold else _nested(reference or "") or absurd_value(gold[0]):
+        return "unparseable_reference"
     final = final_text(completion or "")[-SCREEN_CHARS:]
-    for text in (reference or "", final):
-        if nesting_depth(text) > MAX_NESTING:
-            return f"too_complex: brackets nested over {MAX_NESTING} deep"
-    gold, answer = last_boxed(reference or ""), last_boxed(final)
-    return absurd_value(gold[0] if gold else reference or "") or (absurd_value(answer[0]) if answer else None)
+    answer = last_boxed(final)
+    return _nested(final) or (absurd_value(answer[0]) if answer else None)
+
+
+def _nested(text: str) -> str | None:
+    return f"too_complex: brackets nested over {MAX_NESTING} deep" if nesting_depth(text) > MAX_NESTING else None
 
 
 SCREENS: dict[str, Callable[[str, str | None], str | None]] = {"math": screen_math}
