@@ -98,6 +98,7 @@ def test_a_full_grpo_teacher_names_the_gpus_it_trains_on():
 def test_shrinking_keeps_the_architecture_and_the_tokenizer(tmp_path):
     from transformers import AutoConfig, AutoTokenizer
 
+    from distill.check.models import load_model_info
     from distill.rehearse.models import build_tiny, shrunk_config
 
     r1 = AutoConfig.from_pretrained(TOKENIZERS / "deepseek-ai--DeepSeek-R1")
@@ -108,11 +109,12 @@ def test_shrinking_keeps_the_architecture_and_the_tokenizer(tmp_path):
     assert not hasattr(tiny, "quantization_config") or not tiny.quantization_config
 
     out, info = build_tiny("Qwen/Qwen2.5-Math-1.5B", tmp_path, TOKENIZERS)
-    real_cfg, cfg = AutoConfig.from_pretrained(TOKENIZERS / "Qwen--Qwen2.5-Math-1.5B"), AutoConfig.from_pretrained(out)
+    real = load_model_info("Qwen/Qwen2.5-Math-1.5B", TOKENIZERS)  # what build_tiny read (cached)
+    real_cfg, cfg = real.config, AutoConfig.from_pretrained(out)
     assert type(cfg) is type(real_cfg) and cfg.num_hidden_layers == 2 and cfg.hidden_size == 64
     for key in ("vocab_size", "max_position_embeddings", "rope_theta", "tie_word_embeddings", "eos_token_id", "bos_token_id"):
         assert getattr(cfg, key, None) == getattr(real_cfg, key, None), key
-    real_tok, tok = AutoTokenizer.from_pretrained(TOKENIZERS / "Qwen--Qwen2.5-Math-1.5B"), AutoTokenizer.from_pretrained(out)
+    real_tok, tok = real.tokenizer, AutoTokenizer.from_pretrained(out)
     text = "<|im_start|>user\nWhat is 12 + 7?<|im_end|>\n<think>\n12 + 7 = 19\n</think>\n\\boxed{19}"
     assert tok.encode(text) == real_tok.encode(text) and tok.chat_template == real_tok.chat_template
     assert tok.eos_token == real_tok.eos_token == "<|endoftext|>" and info["class"] == "Qwen2ForCausalLM"
