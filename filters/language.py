@@ -1,14 +1,20 @@
-"""The language measure: each trace's target language, the share of it written in that language, and
-how often it switches (`target_language`, `target_lang_share`, `lang_switches`), and the two reasons
-they give: `wrong_language` and `language_mixing`.
+"""The language measure: each trace's target language (and how it was decided), the share of its chain
+of thought written in that language, how often it switches, and the spans where it leaves the target
+(`target_language`, `target_language_from`, `target_lang_share`, `lang_switches`, `foreign_spans`,
+`language_span`), and the two reasons they give: `wrong_language` and `language_mixing`.
 
-The scores come from filters/language_mixing.py (scripts, and function words for languages sharing the
-Latin script); what the task asks for is exempt (filters/exemptions.py): in a translation task the
-requested language counts as target and only the reasoning is measured, and quoted phrases are the
-prompt's or the translation's.
+What is measured is the chain of thought (the think block; the whole text without one): a final answer
+may quote, or answer in, the question's language. The scores come from filters/language_mixing.py
+(scripts, and function words for languages sharing the Latin script) and filters/language_spans.py
+(runs of a foreign script, paragraphs of another language of the same script by fastText). What the
+task asks for is exempt (filters/exemptions.py, filters/language_spans.exempt_mentions): in a
+translation task the requested language counts as target; the prompt's own words quoted back and
+phrases inside quotation marks are mentions, not a switch of language.
 
-The target is the row's `language`, else the prompt's language: `detect_language` (scripts, then
-langdetect, seeded so it is deterministic) reads the prompt, once per distinct prompt.
+The target is the row's `language` ("column"), else `prompt_target`: an explicit "think in X"
+("request"), else the instruction's language when the prompt mixes languages ("instruction", the
+recipe's `curate.target_language`), else the prompt's ("prompt"); identified by filters/langid.py,
+once per distinct prompt.
 """
 
 from __future__ import annotations
