@@ -52,8 +52,8 @@ STAGE_COMMANDS = COMMANDS  # one per stage of distill/stages.py's table (publish
 
 def _set_environment() -> None:
     """Defaults that must be in place before torch, vLLM or Prefect are imported."""
-    # OMP_NUM_THREADS is chosen with the recipe (pin_threads: the cores free at start); waiting OpenMP threads
-    # sleep instead of spinning, so a busy neighbour costs its share, not 5-10x (distill/core/threads.py)
+    # OMP_NUM_THREADS is chosen with the recipe (pin_threads: recipe, environment, else every core); waiting
+    # OpenMP threads sleep instead of spinning, so a busy neighbour costs its share, not 5-10x (core/threads.py)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PREFECT_HOME", str(cache_dir() / "prefect"))

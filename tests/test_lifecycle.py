@@ -1,6 +1,6 @@
 """Run lifecycle and thread defaults (issue 17), the fast parts: signals become a clean exit, finished
-children are reaped, a run on its temporary Prefect server asks for no GPU limit, and the thread default
-follows the free cores (the selection logic; the timings are scripts/bench_threads.py's job).
+children are reaped, a run on its temporary Prefect server asks for no GPU limit, and the thread settings
+(the selection logic; the timings are scripts/bench_threads.py's job).
 The end-to-end checks (SIGTERM/SIGINT to `distill run`, by PID) are in test_run_lifecycle.py."""
 
 from __future__ import annotations
@@ -67,25 +67,33 @@ def test_free_cores(cores, busy, free):
 
 
 def test_thread_env_precedence():
-    # nothing set: the free cores, passive waits
-    assert threads.thread_env(None, {}, 2, 1.0) == {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    assert threads.thread_env(None, {}, 2, 0.1) == {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}
-    # the recipe's `threads` wins over the environment; an explicit environment wins over the measurement
-    assert threads.thread_env(3, {"OMP_NUM_THREADS": "1"}, 2, 1.0)["OMP_NUM_THREADS"] == "3"
-    assert "OMP_NUM_THREADS" not in threads.thread_env(None, {"OMP_NUM_THREADS": "2"}, 2, 1.5)
+    # nothing set: every core, passive waits (a spinning wait made a busy neighbour cost 5-10x)
+    assert threads.thread_env(None, {}, 2) == {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert threads.thread_env(None, {}, 0)["OMP_NUM_THREADS"] == "1"
+    # the recipe's `threads` wins over the environment; an explicit environment value wins over the cores
+    assert threads.thread_env(3, {"OMP_NUM_THREADS": "1"}, 2)["OMP_NUM_THREADS"] == "3"
+    assert "OMP_NUM_THREADS" not in threads.thread_env(None, {"OMP_NUM_THREADS": "1"}, 2)
     # a wait policy the user chose stays
-    assert "OMP_WAIT_POLICY" not in threads.thread_env(None, {"OMP_WAIT_POLICY": "ACTIVE"}, 2, 0.0)
+    assert "OMP_WAIT_POLICY" not in threads.thread_env(None, {"OMP_WAIT_POLICY": "ACTIVE"}, 2)
 
 
-def test_choose_threads_measures_only_when_it_must(monkeypatch):
+def test_choose_threads_sets_the_environment(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    monkeypatch.setattr(threads, "busy_cores", lambda interval=0.25: 1.0)
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
-    assert threads.choose_threads(None) == {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    assert os.environ["OMP_NUM_THREADS"] == "1"
-    monkeypatch.setattr(threads, "busy_cores", lambda interval=0.25: pytest.fail("measured although the recipe says"))
-    assert threads.choose_threads(4)["OMP_NUM_THREADS"] == "4"
+    assert threads.choose_threads(None) == {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert os.environ["OMP_NUM_THREADS"] == "2" and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert threads.choose_threads(4) == {"OMP_NUM_THREADS": "4"}
+
+
+def test_pin_threads_sets_a_passive_wait_policy(monkeypatch):
+    """5639c99 set only OMP_NUM_THREADS (2 on the demo): libgomp's threads then spin while they wait."""
+    from distill.config.recipe import pin_threads, recipe_from_dict
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    pin_threads(recipe_from_dict({"name": "t", "threads": 2}))
+    assert os.environ["OMP_NUM_THREADS"] == "2" and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
 
 
 def test_busy_cores_reads_this_machine():

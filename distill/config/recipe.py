@@ -35,7 +35,7 @@ class Recipe(Section):
     description: str = ""
     run_dir: str | None = None  # default: runs/<name>
     seed: int = 0
-    threads: int | None = Field(None, ge=1)  # OMP/torch threads; default: the cores free at start (distill/core/threads.py)
+    threads: int | None = Field(None, ge=1)  # OMP/torch threads; default: every usable core, waiting passively (core/threads.py)
     prompts: PromptsConfig = PromptsConfig()
     teacher: TeacherConfig = TeacherConfig()
     sampling: SamplingConfig = SamplingConfig()
@@ -111,7 +111,7 @@ def read_yaml(text: str) -> Any:
 
 
 def pin_threads(recipe: "Recipe") -> None:
-    """Set OMP_NUM_THREADS (the recipe's `threads`, else the environment's, else the cores free at start) and a
+    """Set OMP_NUM_THREADS (the recipe's `threads`, else the environment's, else every usable core) and a
     passive OpenMP wait policy, before torch starts its pools: see distill/core/threads.py."""
     choose_threads(recipe.threads)
 
