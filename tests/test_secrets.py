@@ -61,6 +61,8 @@ def test_secret_names_and_scrub(monkeypatch):
     err.__cause__ = ValueError("inner", b"hf_abcdefghijklmnop")
     secrets.scrub_exception(err)
     assert "hf_abcdefghijklmnop" not in repr(err) + repr(err.__cause__)
+    missing = FileNotFoundError(2, "No such file", "/tmp/hf_abcdefghijklmnop/x")  # its text comes from filename
+    assert str(secrets.scrub_exception(missing)) == "[Errno 2] No such file: '/tmp/<secret HF_TOKEN>/x'"
 
 
 def test_log_records_are_scrubbed_everywhere(monkeypatch, caplog):

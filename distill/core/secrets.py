@@ -103,7 +103,7 @@ def scrub_exception(exc: BaseException | None) -> BaseException | None:
         seen.add(id(e))
         try:
             e.args = tuple(_scrub_arg(a, secrets) for a in e.args)
-            for attr in ("msg", "message", "detail", "text"):  # exceptions that keep their text elsewhere too
+            for attr in ("msg", "message", "detail", "text", "strerror", "filename", "filename2"):  # text kept beside args
                 if isinstance(getattr(e, attr, None), str):
                     setattr(e, attr, scrub(getattr(e, attr), secrets))
         except Exception:  # noqa: BLE001 - an exception type with read-only attributes keeps them
