@@ -67,7 +67,7 @@ def test_cards_say_what_ran_from_the_manifests_not_the_recipe():
 
 
 @pytest.mark.slow
-def test_dry_run_cards_validate_and_datasets_load(tiny_run):
+def test_dry_run_cards_validate_and_datasets_load(tiny_run, tmp_path):
     run_dir, out = tiny_run["run_dir"], tiny_run["publish_dir"]
     report = json.loads((run_dir / "report.json").read_text())
     plan = json.loads((out / PLAN).read_text())
@@ -102,7 +102,8 @@ def test_dry_run_cards_validate_and_datasets_load(tiny_run):
         assert "| sampling engine | transformers (transformers " in card.text and report["settings"]["sample"]["engine"] == "transformers"
         assert "/tmp/" not in card.content and str(run_dir) not in card.content  # no machine paths
         # the card's config is what `datasets` reads: the folder loads as a dataset repo would
-        ds = datasets.load_dataset(str(d), split="train")
+        # a cache of its own: datasets keys a local folder's cache by its name, so another run's tiny-reasoning (other rows) was reused
+        ds = datasets.load_dataset(str(d), split="train", cache_dir=str(tmp_path / "datasets-cache"))
         assert len(ds) == rows == kinds[f"r1-distill-tests/tiny-{kind}"]["rows"]
     # no machine paths in published rows
     nr = pl.read_parquet(out / "datasets/r1-distill-tests/tiny-non-reasoning/data/train.parquet")
