@@ -166,3 +166,18 @@ def test_a_closed_vllm_engine_leaves_no_defunct_engine_core(tiny_llama):
     time.sleep(1)
     left = [f"{pid} [{st[1]}]" for pid, (start, _) in cores.items() if (st := _stat(pid)) and st[2] == start]
     assert not left, f"EngineCore still there after close ([Z]: defunct): {left}"
+
+
+def test_a_finished_run_leaves_no_process(tiny_run):
+    """The whole tiny pipeline ran to the end (conftest's `tiny_run`): no process of it is left. Its PIDs were not
+    recorded, so a survivor is found by what it inherited: the run's own PREFECT_HOME in its environment."""
+    marker = f"PREFECT_HOME={tiny_run['prefect_home']}".encode()
+    left = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                if marker in (d / "environ").read_bytes().split(b"\0"):
+                    left.append(f"{d.name} {(d / 'cmdline').read_bytes().replace(bytes(1), b' ').decode(errors='replace')[:160]}")
+            except OSError:  # gone meanwhile, or not ours to read
+                pass
+    assert not left, left
