@@ -28,7 +28,7 @@ from distill.config.base import RecipeError
 from distill.config.recipe import load_recipe, pin_threads
 from distill.config.verify import VerifyConfig
 from distill.core import secrets
-from distill.core.lifecycle import ending_cleanly
+from distill.core.lifecycle import ending_cleanly, start_prefect_server
 from distill.core.models import cache_dir, resolve_model
 from distill.core.paths import refuse_own_outputs
 from distill.core.progress import configure_console, verbosity
@@ -312,6 +312,7 @@ def _dispatch(args) -> int:
     if args.command == "run" and not args.no_prefect:
         from flows.pipeline import RaySettings, distill_pipeline  # flows import prefect: slow, only for `distill run`
 
+        start_prefect_server()  # the temporary server, as a child that dies with this process (even on SIGKILL)
         summary = distill_pipeline(recipe, run_dir=args.run_dir, only=only, ray=RaySettings(**ray) if ray is not None else None)
     else:
         summary = stage_summary(run_pipeline(Run(recipe, args.run_dir), only=only))

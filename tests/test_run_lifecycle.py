@@ -81,9 +81,10 @@ def _start_run(tmp_path: Path, model: Path, server: EchoServer) -> subprocess.Po
 
 
 def _record(seen: dict, root: int) -> None:
-    """Add `root`'s live descendants to `seen`, keeping the command line first read (a zombie's is empty)."""
+    """Add `root`'s live descendants to `seen`, with the last non-empty command line read (a child shows its
+    parent's until it execs, a zombie an empty one)."""
     for pid, (start, cmd) in descendants(root).items():
-        if pid not in seen or seen[pid][0] != start or not seen[pid][1]:
+        if pid not in seen or seen[pid][0] != start or cmd:
             seen[pid] = (start, cmd)
 
 
@@ -134,6 +135,24 @@ def test_a_signal_during_a_stage_leaves_no_process(sig, tiny_llama, tmp_path):
     if sig == signal.SIGTERM:
         assert rc == 128 + signal.SIGTERM  # a clean exit with the conventional status, not a death by signal
     assert "distill: SIG" in (tmp_path / "run.log").read_text()
+
+
+def test_sigkill_during_a_stage_takes_the_prefect_server_with_it(tiny_llama, tmp_path):
+    """No handler sees SIGKILL: the temporary server is started as a child the kernel stops when the run dies."""
+    seen: dict[int, tuple[int, str]] = {}
+    with EchoServer("hang") as server:
+        proc = _start_run(tmp_path, tiny_llama, server)
+        try:
+            _watch(proc, seen, until=lambda: any(m == "POST" for m, _, _ in server.requests), timeout=400)
+            assert proc.poll() is None and any(m == "POST" for m, _, _ in server.requests), (tmp_path / "run.log").read_text()[-3000:]
+            _record(seen, proc.pid)
+            proc.kill()
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    _check_nothing_left(proc, seen, tmp_path)
 
 
 def test_a_failed_run_leaves_no_process(tiny_llama, tmp_path):

@@ -6,11 +6,13 @@ running, orphaned. `ending_cleanly()` turns SIGTERM and SIGHUP into `SystemExit(
 main thread (Prefect's own SIGTERM bridge marks the flow run crashed first, then hands the signal back to
 us), so the stack unwinds through every `finally` (engines close, workers stop); on the way out it stops
 the Prefect server and reaps finished child processes. A second signal while unwinding is ignored, so the
-clean-up is not cut short (SIGKILL still stops everything at once).
+clean-up is not cut short. For SIGKILL, which no handler sees, `start_prefect_server` starts the server as a
+child the kernel stops when this process dies.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -32,7 +34,7 @@ class _State:
 def _handler(signum: int, frame) -> None:
     name = signal.Signals(signum).name
     if _State.stopping:  # already unwinding: let the clean-up finish
-        os.write(2, f"distill: {name} ignored while stopping (SIGKILL stops at once, leaving processes behind)\n".encode())
+        os.write(2, f"distill: {name} ignored while stopping (SIGKILL stops at once)\n".encode())
         return
     _State.stopping = True
     os.write(2, f"distill: {name} received: stopping the run and what it started\n".encode())  # no logging locks here
@@ -46,6 +48,55 @@ def prefect_servers() -> dict[int, object]:
     server_mod = sys.modules.get("prefect.server.api.server")
     instances = getattr(getattr(server_mod, "SubprocessASGIServer", None), "_instances", {})
     return {s.server_process.pid: s for s in list(instances.values()) if getattr(s, "server_process", None) is not None}
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent():
+    """A `preexec_fn`: in the child, between fork and exec, ask for SIGTERM when the thread that started it
+    ends. prctl is looked up here, in the parent: the child of a threaded process must not call dlopen."""
+    prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request was in place
+            os._exit(1)
+
+    return preexec
+
+
+def start_prefect_server() -> bool:
+    """Start Prefect's temporary server now, from the main thread, as a child that the kernel stops when this
+    process dies, SIGKILL included (PR_SET_PDEATHSIG; tied to the starting thread, hence the main one).
+
+    Prefect would start the same server on its first API call (the flow run reuses this one: one instance
+    per process) and stop it only at exit. Nothing happens when PREFECT_API_URL names a server, or off Linux.
+    Returns whether a server was started."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return False
+    from prefect.server.api import server as server_mod  # prefect is slow to import: only `distill run` needs it
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE  # prefect: as above
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
+        return False
+    real = server_mod.subprocess
+
+    class _Subprocess:  # the module's `subprocess`, with Popen starting a child that dies with us
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        @staticmethod
+        def Popen(*args, **kwargs):
+            kwargs.setdefault("preexec_fn", _die_with_parent())
+            return real.Popen(*args, **kwargs)
+
+    server_mod.subprocess = _Subprocess()
+    try:
+        server_mod.SubprocessASGIServer().start()
+    finally:
+        server_mod.subprocess = real
+    return True
 
 
 def stop_prefect_server(keep: frozenset[int] = frozenset(), drain_timeout: float = 20.0) -> None:
