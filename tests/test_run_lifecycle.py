@@ -97,6 +97,14 @@ def _watch(proc: subprocess.Popen, seen: dict, until, timeout: float) -> None:
     _record(seen, proc.pid)
 
 
+def _kill_survivors(seen: dict) -> None:
+    for pid in [int(x.split()[0]) for x in survivors(seen)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def _check_nothing_left(proc: subprocess.Popen, seen: dict, tmp_path: Path) -> None:
     log = (tmp_path / "run.log").read_text()
     assert any("uvicorn" in cmd for _, cmd in seen.values()), f"the run's Prefect server was never seen: {seen}\n{log[-3000:]}"
@@ -105,11 +113,7 @@ def _check_nothing_left(proc: subprocess.Popen, seen: dict, tmp_path: Path) -> N
     while left and time.monotonic() < deadline:
         time.sleep(0.5)
         left = survivors(seen)
-    for pid in [int(x.split()[0]) for x in left]:  # leave nothing running for the next test
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    _kill_survivors(seen)  # leave nothing running for the next test
     assert not left, f"left behind by `distill run` (rc {proc.returncode}):\n" + "\n".join(left) + f"\n{log[-3000:]}"
 
 
@@ -130,6 +134,7 @@ def test_a_signal_during_a_stage_leaves_no_process(sig, tiny_llama, tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+                _kill_survivors(seen)  # a run that did not end leaves nothing behind for the next test
     _check_nothing_left(proc, seen, tmp_path)
     assert rc != 0
     if sig == signal.SIGTERM:
@@ -152,6 +157,7 @@ def test_sigkill_during_a_stage_takes_the_prefect_server_with_it(tiny_llama, tmp
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+                _kill_survivors(seen)  # a run that did not end leaves nothing behind for the next test
     _check_nothing_left(proc, seen, tmp_path)
 
 
@@ -166,6 +172,7 @@ def test_a_failed_run_leaves_no_process(tiny_llama, tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+                _kill_survivors(seen)  # a run that did not end leaves nothing behind for the next test
     assert rc not in (0, None) and any(m == "POST" for m, _, _ in server.requests)
     _check_nothing_left(proc, seen, tmp_path)
 
