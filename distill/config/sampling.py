@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from distill.config.base import Section
 from distill.core.secrets import is_foreign_secret
@@ -96,6 +96,15 @@ class OpenAISettings(Section):
         if v is not None and not v.replace("_", "").isalnum():
             raise ValueError("api_key_env must be the NAME of an environment variable (letters, digits, _)")
         return v
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        # allow_secret_env came after runs existed and changes no output: left out of the dump while empty
+        # (lossless), so the teacher/sampling/verify/merge fingerprints of existing runs stay as they were
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("allow_secret_env"):
+            data.pop("allow_secret_env", None)
+        return data
 
     @model_validator(mode="after")
     def _foreign_secret(self) -> "OpenAISettings":
