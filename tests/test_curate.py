@@ -267,7 +267,11 @@ def test_curate_file_writes_three_files(tmp_path, cases_df):
             f.write(json.dumps(r | {"extra": r["id"] + "!"}, ensure_ascii=False) + "\n")
     out = tmp_path / "curated"
     funnel = curate_file(src, out, PER_ROW)
-    assert sorted(p.name for p in out.iterdir()) == ["funnel.json", "kept.parquet", "rejected.parquet"]
+    # the three names a user reads; they link into the hidden directory that published them together
+    # (filters/output_set.py), which is all else the command leaves there
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["funnel.json", "kept.parquet", "rejected.parquet"]
+    assert {p.name for p in out.iterdir() if p.name.startswith(".")} <= {".curate-current", ".curate-lock"} | {
+        p.name for p in out.glob(".curate-*") if p.is_dir() and not p.name.endswith(".tmp")}
     kept = pl.read_parquet(out / "kept.parquet")
     rejected = pl.read_parquet(out / "rejected.parquet")
     assert json.loads((out / "funnel.json").read_text()) == funnel

@@ -108,7 +108,7 @@ def test_samples_per_prompt_caps_every_cluster():
 
 
 def test_rejected_rows_rank_last():
-    rows = [row("a", prompt_id="a", completion="no think block at all"), row("b", prompt_id="b", completion=GOOD + " longer")]
+    rows = [row("a", prompt_id="a", completion="No think block at all."), row("b", prompt_id="b", completion=GOOD + " longer")]
     got = judge(rows)
     assert reasons(got) == {"a": "bad_think_format", "b": None}
     assert got.filter(pl.col("id") == "a")["reject_reasons"].to_list() == [["bad_think_format", "duplicate"]]
