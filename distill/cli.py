@@ -144,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("status", help="each stage of a run: done / running / crashed / not started, rows, seconds, "
                         "device-hours and cost so far, what a rerun would redo and why (no model, no Prefect)")
     sp.add_argument("run_dir", help="a run directory (runs/<recipe name>)")
-    sp.add_argument("--config", "-c", help="the recipe to compare with (default: RUN_DIR/recipe.yaml, written at the end of a run)")
+    sp.add_argument("--config", "-c", help="the recipe to compare with (default: RUN_DIR/recipe.yaml, written when the run starts)")
     sp.add_argument("--json", action="store_true", help="print the status as JSON")
     sp.add_argument("overrides", nargs="*", help="recipe overrides, key=value")
     sp = sub.add_parser("prepare-model", help="convert the embedded SmolLM2 to safetensors in the cache")

@@ -22,6 +22,7 @@ def run_pipeline(run: Run, only: str | None = None, call: Call = call_directly) 
     `call(label, stage_fn, run, *args)` runs one stage: directly here, as a Prefect subflow in `flows/`.
     """
     manifests: dict[str, dict] = {}
+    run.save_recipe()  # before any stage: `distill status RUN_DIR` reads it, also after a kill
     for st, label, student in schedule(run.recipe, only):
         manifests[label] = call(label, st.fn, run, *stage_args(st, run.recipe, manifests, student))
         out_dir = run.dir / st.subdir / (student or "") if st.subdir else run.dir

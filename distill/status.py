@@ -257,7 +257,7 @@ def status(run_dir: str | Path, config: str | Path | None = None, overrides: lis
         raise FileNotFoundError(f"run directory not found: {run_dir}")
     source = Path(config) if config else run_dir / "recipe.yaml"
     if not source.is_file():
-        raise FileNotFoundError(f"{run_dir} has no recipe.yaml (the report stage writes it at the end of a run): "
+        raise FileNotFoundError(f"{run_dir} has no recipe.yaml (a run writes it when it starts): "
                                 "pass the recipe the run was started with, --config RECIPE")
     recipe = load_recipe(source, overrides or [])
     rows = stage_status(recipe, run_dir)

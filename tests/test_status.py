@@ -113,7 +113,13 @@ def test_status_command_prints_the_table_and_json(half_run, capsys):
     assert main(["status", str(run_dir), "--config", str(cfg), "--json", "-q"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["stages"][0]["stage"] == "prompts" and data["totals"]["redo"][0] == "sample"
-    # no recipe.yaml in a run that did not reach its report: the error says what to pass
+    # a run stopped part way wrote its recipe when it started: status needs no --config (an operator's first
+    # command after a nightly run died)
+    assert (run_dir / "recipe.yaml").is_file()
+    assert main(["status", str(run_dir)]) == 0
+    assert "not started" in capsys.readouterr().out
+    # a directory with no recipe.yaml: the error says what to pass
+    (run_dir / "recipe.yaml").unlink()
     assert main(["status", str(run_dir)]) == 2
     assert "--config RECIPE" in capsys.readouterr().err
 

@@ -17,8 +17,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
+import yaml
+
 from distill.core.progress import stage_started
-from distill.core.storage import fingerprint, is_done, read_json, write_json, write_manifest
+from distill.core.storage import atomic_path, fingerprint, is_done, read_json, write_json, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,14 @@ class Run:
         self.sampler = sampler
         # absolute, so manifests and Prefect results name the same files from any working directory
         self.dir = (Path(run_dir) if run_dir else recipe.resolved_run_dir()).resolve()
+
+    def save_recipe(self) -> Path:
+        """The resolved recipe beside the run's outputs, written when the run starts and again by the report:
+        what `distill status` compares with (a killed run has it too) and `distill publish` builds cards from."""
+        path = self.dir / "recipe.yaml"
+        with atomic_path(path) as tmp:
+            tmp.write_text(yaml.safe_dump(self.recipe.model_dump(mode="json"), sort_keys=False))
+        return path
 
     # One process runs a stage here. DistributedRun (distill/launch.py) runs its body on every process
     # of an `accelerate launch` and overrides these three: only the main one touches the stage directory.

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import yaml
 
 from distill.core.storage import read_json, write_json
 from distill.report.html import write_html
@@ -204,5 +203,5 @@ def write_report(run, manifests: dict[str, dict]) -> dict:
     (Path(run.dir) / "report.md").write_text(render_markdown(report))
     write_html(Path(run.dir), report)
     # the resolved recipe beside its outputs: `distill publish RUN_DIR` builds the cards from it
-    (Path(run.dir) / "recipe.yaml").write_text(yaml.safe_dump(run.recipe.model_dump(mode="json"), sort_keys=False))
+    run.save_recipe()
     return {"rows_in": 0, "rows_out": 0, "seconds": 0.0, "fingerprint": "", "path": str(Path(run.dir) / "report.json")}
