@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -173,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     except (RecipeError, FileNotFoundError, ValueError) as e:
         print(secrets.scrub(f"distill {args.command}: error: {e}"), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: what the run started is already stopped (ending_cleanly); no traceback
+        print(f"distill {args.command}: interrupted; finished stages are kept and a rerun goes on from them", file=sys.stderr)
+        return 128 + signal.SIGINT
     except Exception as e:  # polars/pyarrow on bad input (a corrupt or nested parquet): one line, not a traceback
         if type(e).__module__.split(".")[0] not in ("polars", "pyarrow"):
             raise

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import distill.cli as cli
 from distill.core import threads
 from distill.core.lifecycle import ending_cleanly, reap_children
 
@@ -114,3 +115,13 @@ def test_the_cli_leaves_the_thread_count_to_the_recipe():
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def test_ctrl_c_in_a_command_is_one_line_and_status_130(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_dispatch", interrupted)
+    assert cli.main(["plan", "recipes/demo.yaml"]) == 128 + signal.SIGINT
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
