@@ -42,8 +42,11 @@ def _watch(parent_pid: int, direct: int) -> None:
             os._exit(1)  # the parent is gone: no clean-up is owed to anyone
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """Make this process exit when process `parent_pid` (its parent) dies. Call it in the worker."""
+def die_with_parent(parent_pid: int, watch: bool = True) -> None:
+    """Make this process exit when process `parent_pid` (its parent) dies. Call it in the worker.
+
+    watch=False leaves out the polling thread, for a worker that ends by itself when its parent goes (one
+    serving a socket sees EOF: distill/verify/limits.py) and that should stay single-threaded."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -52,7 +55,8 @@ def die_with_parent(parent_pid: int) -> None:
     direct = os.getppid()  # `parent_pid` itself, or a fork server it started (which dies with it)
     if direct == 1 or not _alive(parent_pid):  # the parent died before the signal was armed
         os._exit(1)
-    threading.Thread(target=_watch, args=(parent_pid, direct), name="die-with-parent", daemon=True).start()
+    if watch:
+        threading.Thread(target=_watch, args=(parent_pid, direct), name="die-with-parent", daemon=True).start()
 
 
 def _tied(parent_pid: int, init: Callable[..., Any] | None, initargs: tuple) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import atexit
 import base64
-import ctypes
 import importlib
 import json
 import os
@@ -40,11 +39,12 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Sequence
 
+from distill.core.workers import die_with_parent
+
 ROW_TIME_S = 10.0  # Math-Verify's own defaults are 5 s to parse and 5 s to compare
 ROW_MEMORY_MB = 1024  # address space a worker may add to what it holds when it starts
 START_TIME_S = 120.0  # the zygote's imports and a worker's start; not charged to any row
 PRELOAD = ("distill.verify", "sympy", "math_verify")  # imported by the zygote (a missing one is skipped)
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -52,17 +52,6 @@ class Overrun:
     """A row that did not finish within its limits (or whose worker died): `reason` says which."""
 
     reason: str
-
-
-def die_with_parent() -> None:
-    """SIGKILL this process when its parent dies (Linux); exit now if the parent is already gone."""
-    parent = os.getppid()
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: an idle worker still ends at its socket's EOF
-        pass
-    if os.getppid() != parent or parent == 1:
-        os._exit(1)
 
 
 def _cap_memory(memory_mb: int | None) -> None:
@@ -76,7 +65,7 @@ def _cap_memory(memory_mb: int | None) -> None:
 
 def _serve(conn: Connection, memory_mb: int | None) -> None:
     """A worker: say ("ready", pid), then answer each (fn, args) with ("ok", fn(*args)) or ("error", reason)."""
-    die_with_parent()
+    die_with_parent(os.getppid(), watch=False)  # SIGKILL with the zygote; without prctl, EOF on the socket ends it
     _cap_memory(memory_mb)
     conn.send(("ready", os.getpid()))
     while True:

@@ -24,7 +24,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from distill.verify.limits import Overrun, die_with_parent, shared_pool
+from distill.core.workers import tied_initializer
+from distill.verify.limits import Overrun, shared_pool
 from distill.verify.screen import SCREENS
 
 
@@ -171,7 +172,8 @@ def map_verdicts(fn: Verifier, completions: Sequence[str], references: Sequence[
     n_chunks = min(len(rows), workers * 4)
     chunks = [rows[i::n_chunks] for i in range(n_chunks)]  # strided: slow rows spread over the workers
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=die_with_parent) as pool:
+    init, initargs = tied_initializer()  # workers die with this process, SIGKILL included
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init, initargs=initargs) as pool:
         done = list(pool.map(verify_chunk, [fn] * n_chunks, chunks))
     out: list[Verdict] = [None] * len(rows)  # type: ignore[list-item]
     for i, verdicts in enumerate(done):
