@@ -107,6 +107,19 @@ def test_the_pool_bounds_time_and_memory_and_survives_a_dying_worker():
         pool.close()
 
 
+def test_verify_workers_print_no_math_verify_timeout_notice(capfd, monkeypatch):
+    """A worker is a fresh interpreter: Math-Verify's "Timeout is disabled" notice (its timeouts are off on purpose)
+    printed once per worker start on the run's console; it shows only with --verbose."""
+    monkeypatch.setenv("R1_DISTILL_VERBOSITY", "normal")
+    pool = BoundedPool()
+    try:
+        (verdict,) = pool.map(verify_math, [(r"\boxed{7}", "7")], time_s=60.0)
+    finally:
+        pool.close()
+    assert verdict.correct
+    assert "Timeout is disabled" not in capfd.readouterr().err
+
+
 def test_the_shared_pool_serves_several_threads_at_once():
     rows = [(rf"\boxed{{{i}}}", str(i if i % 3 else i + 1)) for i in range(12)]
     results: dict[int, list] = {}

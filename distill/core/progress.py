@@ -156,9 +156,15 @@ def configure_console(level: str = "normal") -> None:
     if level != "verbose":
         for name in NOISY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
+        quiet_unactionable_loggers()
+        warnings.showwarning = _warn_once
+
+
+def quiet_unactionable_loggers() -> None:
+    """UNACTIONABLE_LOGGERS at ERROR unless --verbose; child interpreters (verify workers) call it too."""
+    if verbosity() != "verbose":
         for name in UNACTIONABLE_LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR)
-        warnings.showwarning = _warn_once
 
 
 def trainer_console(trainer) -> None:

@@ -91,6 +91,11 @@ def _zygote(ctrl_fd: int, memory_mb: int, warm_b64: str) -> None:
     """The zygote's main: import, warm up, then fork a worker for each socket received on `ctrl_fd`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
+    # a fresh interpreter: the console's quieting of Math-Verify's "Timeout is disabled" (its own timeouts are
+    # off on purpose: these workers are the bound) is not inherited, and it printed once per worker start
+    from distill.core.progress import quiet_unactionable_loggers
+
+    quiet_unactionable_loggers()
     for name in PRELOAD:
         try:
             importlib.import_module(name)
