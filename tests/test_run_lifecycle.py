@@ -178,12 +178,15 @@ def test_a_failed_run_leaves_no_process(tiny_llama, tmp_path):
     _check_nothing_left(proc, seen, tmp_path)
 
 
-def test_a_closed_vllm_engine_leaves_no_defunct_engine_core(tiny_llama):
-    """vLLM terminates its EngineCore on shutdown without waiting for it: it stayed <defunct> until the run ended."""
+def test_a_closed_vllm_engine_leaves_no_defunct_engine_core(tiny_llama, monkeypatch):
+    """vLLM terminates its EngineCore on shutdown without waiting for it: it stayed <defunct> until the run ended.
+    On CPU the engine core now runs in-process (configure_cpu_vllm); GPUs keep the separate process, so it is
+    asked for here."""
     pytest.importorskip("vllm")
     from distill.config.sampling import VLLMSettings
     from distill.engines.vllm import VLLMEngine, configure_cpu_vllm
 
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
     configure_cpu_vllm()
     before = set(descendants(os.getpid()))
     engine = VLLMEngine(str(tiny_llama), VLLMSettings(max_model_len=512, kv_cache_space_gb=1, dtype="float32"))
