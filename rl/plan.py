@@ -30,8 +30,10 @@ def _config(cls, args: dict[str, Any], gpu: bool) -> tuple[dict[str, Any], str |
     args = dict(args)
     if gpu:
         args.setdefault("bf16", True)
-    else:  # TRL refuses bf16 without an accelerator; the dtype is the hardware's business, not the recipe's
-        args.update(use_cpu=True, bf16=False, fp16=False)
+    else:  # the dtype is the hardware's business, not the recipe's: bf16 autocast only on a CPU with bf16 instructions
+        from distill.training.common import cpu_bf16
+
+        args.update(use_cpu=True, bf16=cpu_bf16(), fp16=False)
     try:
         cfg = cls(**args)
     except Exception as e:  # noqa: BLE001 - reported in the plan as the reason the recipe cannot run
