@@ -9,6 +9,12 @@ prompts in the same order with the same sampling settings: once as the recipe sa
 `learning_rate: 0` (the control: same rollouts machinery, weights never move). The cold start runs once
 (or is reused from --out) with the recipe's own settings.
 
+`--eval` also scores the cold-start model and every GRPO model on the recipe's held-out prompts with
+the recipe's eval settings (pass@1 over k samples, format rate), as the demo's eval stage does: the
+reward curve says what GRPO optimised, this says whether the teacher the pipeline samples from got
+better. `--arg KEY=VALUE` overrides one of the recipe's GRPO training_args (a YAML value), e.g.
+`--arg max_steps=10 --arg learning_rate=5e-5`, to compare settings on the same cold start.
+
 Printed per run: the mean of the total reward and of each reward over the first and last 20% of steps
 (the numbers `report.md` gives), the mean over the steps after the first 20%, and GRPO minus control on
 those. The rise counts as real where GRPO's last-20% reward is above both its own first 20% and the
@@ -23,6 +29,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -49,6 +57,20 @@ def summarise(g: dict) -> dict:
     }
 
 
+def evaluate(recipe, start_model: str, models: dict[str, str], prompts, out: Path) -> dict:
+    """pass@1 and format rate of the cold-start model and `models` on the held-out prompts, with the
+    recipe's eval section (the eval stage's own function)."""
+    from functools import partial
+
+    from distill.engines.factory import engine_factory
+    from distill.evaluate.evaluate import evaluate_all
+
+    todo = {"cold_start": (start_model, "cold_start"), **{k: (v, k) for k, v in models.items()}}
+    results, _, _ = evaluate_all(todo, recipe.eval, out, heldout=prompts, heldout_verifier=recipe.verify.verifier,
+                                 system_prompt=recipe.prompts.system_prompt, engine_factory=partial(engine_factory, recipe.eval))
+    return results
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(REPO / "recipes" / "demo.yaml"))
@@ -56,6 +78,9 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=None, help="override the recipe's GRPO max_steps")
     ap.add_argument("--out", default=None, help="work directory (default: a fresh temporary one)")
     ap.add_argument("--no-control", action="store_true", help="only the recipe's GRPO")
+    ap.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE", help="override a GRPO training_arg (YAML value)")
+    ap.add_argument("--tag", default="", help="suffix of the per-run folders (runs with other --arg values)")
+    ap.add_argument("--eval", action="store_true", help="score cold start and GRPO models on the held-out prompts (recipe's eval)")
     a = ap.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -93,10 +118,13 @@ def main() -> int:
             args = dict(tc.grpo.training_args)
             if a.steps:
                 args["max_steps"] = a.steps
+            for kv in a.arg:
+                key, _, value = kv.partition("=")
+                args[key] = yaml.safe_load(value)
             if arm == "control":
                 args["learning_rate"] = 0.0
             cfg = tc.grpo.model_copy(update={"training_args": args})
-            d = out / f"seed{seed}-{arm}"
+            d = out / f"seed{seed}-{arm}{a.tag}"
             if (d / "metrics.json").is_file():
                 s = json.loads((d / "metrics.json").read_text())
             else:
@@ -126,6 +154,14 @@ def main() -> int:
             gw = g["windows"]["reward"]
             real = gw["last"] > gw["first"] and gw["last"] > c["windows"]["reward"]["last"]
             print(f"  seed {seed}: " + "; ".join(diffs) + f"  -> rise {'above' if real else 'NOT above'} own start and control")
+    if a.eval:
+        scores = evaluate(recipe, model, {f"seed{r['seed']}-{r['arm']}{a.tag}": str(out / f"seed{r['seed']}-{r['arm']}{a.tag}" / "model") for r in results},
+                          ev, out / f"eval{a.tag}")
+        print("\n| model | pass@1 | 95% CI | format rate | truncated | mean tokens |\n|---|---:|---|---:|---:|---:|")
+        for key, r in scores.items():
+            print(f"| {key} | {r['pass@1']:.3f} | {r['pass@1_ci95']} | {r['format_rate']:.3f} | {r['truncated_rate']:.3f} | {r['mean_completion_tokens']:.1f} |")
+        for r in results:
+            r["eval"] = scores.get(f"seed{r['seed']}-{r['arm']}{a.tag}")
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print(f"\nresults: {out / 'results.json'}")
     return 0
