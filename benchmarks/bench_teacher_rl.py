@@ -121,6 +121,11 @@ def main() -> int:
             for kv in a.arg:
                 key, _, value = kv.partition("=")
                 args[key] = yaml.safe_load(value)
+                if isinstance(args[key], str):  # YAML 1.1 reads "1e-5" (no dot) as a string
+                    try:
+                        args[key] = float(args[key])
+                    except ValueError:
+                        pass
             if arm == "control":
                 args["learning_rate"] = 0.0
             cfg = tc.grpo.model_copy(update={"training_args": args})
