@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from distill.engines.base import has_cuda
+from distill.training.common import cpu_bf16
 from distill.planning.plan import plan_grpo
 from rl.rewards import build_rewards
 from rl.teacher import GRPO_DEFAULTS
@@ -31,8 +32,6 @@ def _config(cls, args: dict[str, Any], gpu: bool) -> tuple[dict[str, Any], str |
     if gpu:
         args.setdefault("bf16", True)
     else:  # the dtype is the hardware's business, not the recipe's: bf16 autocast only on a CPU with bf16 instructions
-        from distill.training.common import cpu_bf16
-
         args.update(use_cpu=True, bf16=cpu_bf16(), fp16=False)
     try:
         cfg = cls(**args)

@@ -40,6 +40,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Sequence
 
 from distill.core.workers import die_with_parent
+from distill.core.progress import quiet_unactionable_loggers
 
 ROW_TIME_S = 10.0  # Math-Verify's own defaults are 5 s to parse and 5 s to compare
 ROW_MEMORY_MB = 1024  # address space a worker may add to what it holds when it starts
@@ -93,8 +94,6 @@ def _zygote(ctrl_fd: int, memory_mb: int, warm_b64: str) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
     # a fresh interpreter: the console's quieting of Math-Verify's "Timeout is disabled" (its own timeouts are
     # off on purpose: these workers are the bound) is not inherited, and it printed once per worker start
-    from distill.core.progress import quiet_unactionable_loggers
-
     quiet_unactionable_loggers()
     for name in PRELOAD:
         try:
