@@ -101,3 +101,5 @@ def test_a_vllm_engine_start_prints_none_of_vllms_environment_warnings(tmp_path)
     text = out.stdout + out.stderr
     assert not [line for line in text.splitlines() if " WARNING " in line and "pid=" in line], text[-3000:]
     assert "NUMA binding" not in text and "reduce_op" not in text
+    # the engine runs in-process on CPU since cdd9067: vLLM's import-time warnings come from this process now
+    assert "Triton not available" not in text

@@ -9,8 +9,10 @@ switch.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -76,8 +78,10 @@ RUN_STATE_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 NOISY_LOGGERS = ("httpx", "httpcore", "urllib3", "vllm", "datasets", "filelock")
 # warnings about the environment, not the run, that no recipe setting changes: off unless --verbose.
 # math_verify: its own signal-based timeouts are off on purpose (verification is bounded by our worker pool).
-UNACTIONABLE_LOGGERS = ("math_verify.parser", "math_verify.grader", "vllm.triton_utils.importing")
-# Python warnings in engine subprocesses (spawned: a filter set here does not reach them), as PYTHONWARNINGS entries
+# torch._library.triton: "Triton not available" (no CPU backend), once per process that starts a vLLM engine.
+UNACTIONABLE_LOGGERS = ("math_verify.parser", "math_verify.grader", "vllm.triton_utils.importing", "torch._library.triton")
+# Python warnings from vLLM's import that no setting of ours changes, as PYTHONWARNINGS entries: set for child
+# processes (spawned: a filter set here does not reach them) and, since the CPU engine runs in-process, here too
 SUBPROCESS_WARNING_FILTERS = ("ignore:`torch.distributed.reduce_op` is deprecated:FutureWarning",)
 
 
@@ -141,6 +145,9 @@ def configure_console(level: str = "normal") -> None:
         os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # c10's NUMA-binding note in every engine process
         have = [w for w in os.environ.get("PYTHONWARNINGS", "").split(",") if w]
         os.environ["PYTHONWARNINGS"] = ",".join(have + [w for w in SUBPROCESS_WARNING_FILTERS if w not in have])
+        for entry in SUBPROCESS_WARNING_FILTERS:  # PYTHONWARNINGS' message is a literal prefix; filterwarnings' a regex
+            action, message, category = entry.split(":", 2)
+            warnings.filterwarnings(action, message=re.escape(message), category=getattr(builtins, category))
     if not progress_enabled():  # no terminal: the libraries' own bars would only be carriage-return noise
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     root = logging.getLogger()
